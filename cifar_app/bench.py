@@ -1,0 +1,285 @@
+"""`python -m cifar_app.bench`: the project's training path against the coursework's, in one process.
+
+Three measurements on the current device, each after warm-up, each printed with a ratio to its baseline:
+  1. input pipeline: the coursework's DataLoader of per-image PIL transforms vs the tensor pipeline;
+  2. the dynamic convolution: forward+backward images/s of each exact implementation (and the default);
+  3. a whole training step (data + forward + backward + optimizer) for presets: the coursework's way
+     (DataLoader + PIL, fp32, K separate convolutions, contiguous NCHW) vs the project's default path
+     (uint8 tensors on the device, batched augmentation, the default implementation, bf16 autocast and
+     channels_last on CUDA). Before timing, both paths run the same weights on the same batch and must give
+     the same logits within a stated tolerance, so the ratio compares like with like.
+The last line is the training-step speedup for the first preset, as `N.NNx`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cifar_app.config import TrainConfig, preset
+from cifar_app.data import (
+    Cifar10, DataFormatError, DataNotFound, TensorLoader, load_cifar10, normalize, torchvision_loader,
+)
+from cifar_app.device import autocast, describe_device, pick_device, sync, use_bf16
+from cifar_app.model import IMPLEMENTATIONS, build_model, default_impl
+from cifar_app.train import make_optimizer, train_step
+
+# bf16 keeps 8 bits of mantissa: through 11 blocks, logits agree with fp32 to about 1e-2 relative.
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+
+
+@dataclass
+class Timing:
+    name: str
+    images_per_s: float
+    note: str = ""
+
+
+def _time(step: Callable[[], int], device: torch.device, warmup: int, repeats: int) -> float:
+    """Images/s of `step` (which returns the images it handled), after `warmup` untimed calls."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    started = time.perf_counter()
+    images = sum(step() for _ in range(repeats))
+    sync(device)
+    return images / (time.perf_counter() - started)
+
+
+def _cycle(make: Callable[[], Iterator]) -> Callable[[], tuple]:
+    """next() over an iterable that restarts when exhausted."""
+    state = {"it": iter(make())}
+
+    def next_batch() -> tuple:
+        try:
+            return next(state["it"])
+        except StopIteration:
+            state["it"] = iter(make())
+            return next(state["it"])
+
+    return next_batch
+
+
+def synthetic_cifar(n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Cifar10:
+    """Random uint8 images, for timing where the real data is absent (speed does not depend on pixels)."""
+    gen = torch.Generator().manual_seed(seed)
+    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)  # noqa: E731
+    labels = lambda n: torch.randint(0, 10, (n,), generator=gen)  # noqa: E731
+    return Cifar10(images(n_train), labels(n_train), images(n_test), labels(n_test), source="synthetic images")
+
+
+def pipeline_timings(data: Cifar10, config: TrainConfig, device: torch.device, batches: int, workers: int) -> list[Timing]:
+    """Section 1: images/s delivered to the device, ready for the model."""
+    augment = config.augment
+    baseline = _cycle(lambda: torchvision_loader(data.train_images, data.train_labels, config.batch_size, train=True,
+                                                 augment_crop_flip=augment, num_workers=workers))
+
+    def coursework() -> int:
+        x, y = baseline()
+        x, y = x.to(device), y.to(device)
+        return len(y)
+
+    channels_last = device.type == "cuda"
+    tensors = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
+                           augment_crop_flip=augment, cutout_size=config.cutout, device=device,
+                           channels_last=channels_last)
+    ours = _cycle(lambda: (b[1:] for b in tensors.batches(0)))
+
+    def project() -> int:
+        x, y = ours()
+        return len(y)
+
+    what = "crop+flip" if augment else "no augmentation"
+    return [
+        Timing(f"DataLoader + PIL transforms ({workers} workers, {what})", _time(coursework, device, 2, batches)),
+        Timing(f"uint8 tensors on {device.type}, batched ops ({what})", _time(project, device, 2, batches)),
+    ]
+
+
+def implementation_timings(config: TrainConfig, device: torch.device, batches: int) -> list[Timing]:
+    """Section 2: forward+backward of the whole network with each implementation of the dynamic conv."""
+    bf16 = use_bf16(device, config.precision)
+    channels_last = device.type == "cuda"
+    torch.manual_seed(0)
+    x = normalize(torch.randint(0, 256, (config.batch_size, 3, 32, 32), dtype=torch.uint8), torch.float32).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (config.batch_size,), device=device)
+    results = []
+    for impl in IMPLEMENTATIONS:
+        model = build_model(config.replace(impl=impl), device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+
+        def step() -> int:
+            with autocast(device, bf16):
+                loss = nn.functional.cross_entropy(model(x).float(), y)
+            loss.backward()
+            return len(y)
+
+        note = "default" if impl == default_impl(device) else ""
+        results.append(Timing(impl, _time(step, device, 2, batches), note))
+    return results
+
+
+def check_same_math(config: TrainConfig, device: torch.device) -> tuple[float, float, str]:
+    """Relative difference of the logits of the two paths on the same weights and batch, and the tolerance."""
+    torch.manual_seed(0)
+    reference = build_model(config.replace(impl="loop"), "cpu").double().eval()
+    fast = build_model(config.replace(impl="auto"), device)
+    fast.load_state_dict(reference.state_dict())
+    fast.eval()
+    x = normalize(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)))
+    bf16 = use_bf16(device, config.precision)
+    with torch.no_grad():
+        want = reference(x.double())
+        xf = x.to(device)
+        if device.type == "cuda":
+            fast = fast.to(memory_format=torch.channels_last)
+            xf = xf.contiguous(memory_format=torch.channels_last)
+        with autocast(device, bf16):
+            got = fast(xf).double().cpu()
+    precision = "bf16" if bf16 else "fp32"
+    return ((got - want).norm() / want.norm()).item(), TOLERANCE[precision], precision
+
+
+def step_timings(
+    data: Cifar10, config: TrainConfig, device: torch.device, batches: int, workers: int
+) -> tuple[Timing, Timing]:
+    """Section 3: whole training steps, the coursework's way and the project's default."""
+    # the coursework's way: PIL DataLoader, fp32, K separate convolutions, NCHW
+    torch.manual_seed(config.seed)
+    slow_model = build_model(config.replace(impl="loop"), device)
+    slow_opt = make_optimizer(config, slow_model)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loader = _cycle(lambda: torchvision_loader(data.train_images, data.train_labels, config.batch_size, train=True,
+                                               augment_crop_flip=config.augment, num_workers=workers))
+
+    def coursework() -> int:
+        x, y = loader()
+        x, y = x.to(device), y.to(device)
+        train_step(slow_model, slow_opt, criterion, x, y, device, bf16=False)
+        return len(y)
+
+    # the project's default: what train() does
+    bf16 = use_bf16(device, config.precision)
+    channels_last = device.type == "cuda"
+    torch.manual_seed(config.seed)
+    fast_model = build_model(config, device)
+    if channels_last:
+        fast_model = fast_model.to(memory_format=torch.channels_last)
+    forward = torch.compile(fast_model) if config.compile else fast_model
+    fast_opt = make_optimizer(config, fast_model)
+    tensors = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
+                           augment_crop_flip=config.augment, cutout_size=config.cutout, device=device,
+                           channels_last=channels_last)
+    batches_iter = _cycle(lambda: (b[1:] for b in tensors.batches(0)))
+
+    def project() -> int:
+        x, y = batches_iter()
+        train_step(forward, fast_opt, criterion, x, y, device, bf16)
+        return len(y)
+
+    slow = _time(coursework, device, 2, batches)
+    fast = _time(project, device, 5 if config.compile else 2, batches)
+    how = f"{fast_model.blocks[0].conv.impl}, {'bf16' if bf16 else 'fp32'}" + (", channels_last" if channels_last else "")
+    return (Timing("coursework: DataLoader+PIL, fp32, loop", slow),
+            Timing(f"project: tensors, {how}" + (", compiled" if config.compile else ""), fast))
+
+
+def measure_images_per_s(config: TrainConfig, device: torch.device | str = "cpu", batches: int = 3) -> float:
+    """Training images/s of the project's default path for `config` on `device` (synthetic batches): what the
+    dashboard's model summary uses to estimate the time of an epoch."""
+    device = torch.device(device)
+    data = synthetic_cifar(n_train=max(config.batch_size * (batches + 2), 256), n_test=10)
+    model_config = config.replace(compile=False)
+    torch.manual_seed(0)
+    model = build_model(model_config, device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model_config, model)
+    criterion = nn.CrossEntropyLoss()
+    bf16 = use_bf16(device, config.precision)
+    loader = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
+                          augment_crop_flip=config.augment, device=device, channels_last=channels_last)
+    next_batch = _cycle(lambda: (b[1:] for b in loader.batches(0)))
+
+    def step() -> int:
+        x, y = next_batch()
+        train_step(model, optimizer, criterion, x, y, device, bf16)
+        return len(y)
+
+    return _time(step, device, 1, batches)
+
+
+def _table(title: str, rows: list[Timing], baseline: float) -> str:
+    width = max(len(r.name) for r in rows) + 2
+    lines = [title, f"  {'':{width}}{'images/s':>12}{'ratio':>9}"]
+    for r in rows:
+        lines.append(f"  {r.name:{width}}{r.images_per_s:>12,.0f}{r.images_per_s / baseline:>8.2f}x  {r.note}".rstrip())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifar_app.bench", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", nargs="+", default=["quick", "seed"], help="presets for the training-step table")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the presets' batch size")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="DataLoader workers of the coursework's pipeline")
+    parser.add_argument("--data-dir", default=None, help="CIFAR-10 root; synthetic images when absent")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile the project's model")
+    parser.add_argument("--width", type=int, default=None, help="override the presets' width (for quick tests)")
+    parser.add_argument("--blocks", type=int, default=None, help="override the presets' depth (for quick tests)")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    try:
+        data = load_cifar10(args.data_dir)
+    except (DataNotFound, DataFormatError):
+        data = synthetic_cifar()
+    overrides = {k: v for k, v in {"batch_size": args.batch_size, "width": args.width, "blocks": args.blocks,
+                                   "device": args.device, "compile": args.compile}.items() if v is not None}
+    configs = {name: preset(name, **overrides) for name in args.preset}
+    first = configs[args.preset[0]]
+    print(f"device: {describe_device(device)}; torch {torch.__version__}; python {platform.python_version()}; "
+          f"{time.strftime('%Y-%m-%d')}; data: {data.source}; {args.batches} timed batches after warm-up", flush=True)
+
+    pipe = pipeline_timings(data, first, device, args.batches, args.workers)
+    print(_table(f"\n1. input pipeline (preset {args.preset[0]}, batch {first.batch_size})", pipe,
+                 pipe[0].images_per_s), flush=True)
+
+    impls = implementation_timings(first, device, args.batches)
+    print(_table(f"\n2. dynamic convolution, forward+backward (preset {args.preset[0]}, batch {first.batch_size})",
+                 impls, impls[0].images_per_s), flush=True)
+
+    print("\n3. training step: data + forward + backward + optimizer", flush=True)
+    speedup = {}
+    for name, config in configs.items():
+        error, tolerance, precision = check_same_math(config, device)
+        verdict = "same math" if error <= tolerance else "MISMATCH"
+        slow, fast = step_timings(data, config, device, args.batches, args.workers)
+        speedup[name] = fast.images_per_s / slow.images_per_s
+        print(_table(f"  preset {name} (batch {config.batch_size}); logits vs fp64 reference: relative error "
+                     f"{error:.1e} ({precision}, tolerance {tolerance:.0e}: {verdict})",
+                     [slow, fast], slow.images_per_s), flush=True)
+        if error > tolerance:
+            print(f"error: the project's path does not compute the coursework's function for preset {name}")
+            return 1
+    name = args.preset[0]
+    print(f"\ntraining-step speedup, preset {name} on {device.type}: {speedup[name]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

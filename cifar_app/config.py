@@ -1,0 +1,200 @@
+"""TrainConfig: every hyperparameter of a run, with the coursework's defaults, and the presets.
+
+One object describes a run from the CLI, the dashboard and the run store alike. `validate()` turns
+impossible values into one readable message per problem; `to_json`/`from_json` round-trip it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+IMPLS = ("auto", "loop", "batched", "persample")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("CIFAR_DATA_DIR", "data")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. The defaults are the coursework's `seed` recipe."""
+
+    # data
+    data_dir: str = field(default_factory=default_data_dir, metadata={"help": "where CIFAR-10 is (or goes)"})
+    download: bool = field(default=False, metadata={"help": "download CIFAR-10 with torchvision if absent"})
+    train_subset: int = field(default=0, metadata={"help": "train on the first N shuffled images (0 = all)"})
+    val_size: int = field(default=0, metadata={"help": "images held out of training for validation (0 = none)"})
+    augment: bool = field(default=False, metadata={"help": "random crop (padding 4) and horizontal flip"})
+    cutout: int = field(default=0, metadata={"help": "side of a random square masked per training image (0 = off)"})
+    # model
+    blocks: int = field(default=11, metadata={"help": "number of dynamic-convolution blocks"})
+    k: int = field(default=4, metadata={"help": "convolutions mixed per block (K)"})
+    width: int = field(default=32, metadata={"help": "channels of the first blocks; doubles at each pooling"})
+    attn_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the attention at epoch 1"})
+    attn_anneal_epochs: int = field(default=0, metadata={"help": "epochs to anneal the temperature to 1 (0 = fixed)"})
+    zero_init_bn: bool = field(default=False, metadata={"help": "start each residual block as the identity"})
+    # optimisation
+    epochs: int = field(default=25, metadata={"help": "passes over the training set"})
+    batch_size: int = field(default=256, metadata={"help": "images per optimiser step"})
+    optimizer: str = field(default="adam", metadata={"help": "adam (coupled L2), adamw or sgd (Nesterov momentum)"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate (peak rate for onecycle)"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    schedule: str = field(default="none", metadata={"help": "learning-rate schedule: none, cosine or onecycle"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up (cosine) or rise (onecycle) in epochs"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the cross-entropy loss"})
+    tta_flip: bool = field(default=False, metadata={"help": "average predictions with the flipped image at test time"})
+    # run
+    seed: int = field(default=0, metadata={"help": "random seed (data order, init, augmentation)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
+    impl: str = field(default="auto", metadata={"help": "dynamic-conv implementation: auto, loop, batched, persample"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA), fp32 or bf16 autocast"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (falls back if it fails)"})
+    eval_every: int = field(default=1, metadata={"help": "evaluate on the test set every N epochs (and the last)"})
+    name: str = field(default="", metadata={"help": "run name (blank = generated)"})
+
+    def validate(self) -> list[str]:
+        """Every impossible value, as a sentence a user can act on. Empty when the config can run."""
+        problems = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        need(self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs}).")
+        need(self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size}).")
+        need(self.batch_size <= 8192, f"batch size {self.batch_size} is too large (at most 8192).")
+        need(self.lr > 0, f"learning rate must be positive (got {self.lr}).")
+        need(self.lr <= 10, f"learning rate {self.lr} is far too large to train (at most 10).")
+        need(self.weight_decay >= 0, f"weight decay cannot be negative (got {self.weight_decay}).")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1) (got {self.momentum}).")
+        need(self.k >= 1, f"K (convolutions per block) must be at least 1 (got {self.k}).")
+        need(self.k <= 16, f"K = {self.k} is more than this app supports (at most 16).")
+        need(self.blocks >= 1, f"the network needs at least 1 block (got {self.blocks}).")
+        need(self.blocks <= 30, f"{self.blocks} blocks is more than this app supports (at most 30).")
+        need(self.width >= 4, f"width must be at least 4 channels (got {self.width}).")
+        need(self.width <= 256, f"width {self.width} is more than this app supports (at most 256).")
+        need(0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1) (got {self.label_smoothing}).")
+        need(0 <= self.cutout <= 32, f"cutout must be between 0 and 32 pixels (got {self.cutout}).")
+        need(self.attn_temperature > 0, f"attention temperature must be positive (got {self.attn_temperature}).")
+        need(self.attn_anneal_epochs >= 0, "attention anneal epochs cannot be negative.")
+        need(self.warmup_epochs >= 0, f"warm-up cannot be negative (got {self.warmup_epochs}).")
+        need(self.warmup_epochs < self.epochs, f"warm-up ({self.warmup_epochs} epochs) must be shorter than the run.")
+        need(self.train_subset >= 0, f"train subset cannot be negative (got {self.train_subset}).")
+        need(self.val_size >= 0, f"validation size cannot be negative (got {self.val_size}).")
+        need(self.val_size <= 25_000, f"validation size {self.val_size} leaves too little to train on (at most 25000).")
+        need(self.eval_every >= 1, f"evaluate every must be at least 1 epoch (got {self.eval_every}).")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r}).")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r}).")
+        need(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {self.device!r}).")
+        need(self.impl in IMPLS, f"implementation must be one of {', '.join(IMPLS)} (got {self.impl!r}).")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
+        return problems
+
+    def check(self) -> "TrainConfig":
+        """Raise ConfigError listing every problem; return self when it can run."""
+        problems = self.validate()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, ignoring keys this version does not know (runs saved by other versions)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ, as name -> (self's, other's)."""
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
+
+
+class ConfigError(ValueError):
+    """A TrainConfig that cannot run; `problems` holds one sentence per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("Invalid training configuration:\n  - " + "\n  - ".join(problems))
+
+
+# Fields that describe where and how a run executes rather than what it learns: a preset leaves them alone.
+RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "name")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The coursework exactly: 11 blocks, Adam 1e-3 with L2 5e-4, batch 256, 25 epochs, no schedule or augmentation.
+    "seed": {},
+    # The same architecture, narrow, for a 2-core CPU: >= 60% test accuracy within 5 minutes (README).
+    "quick": {
+        "width": 8,
+        "k": 2,
+        "epochs": 3,
+        "batch_size": 128,
+        "optimizer": "adamw",
+        "lr": 4e-3,
+        "weight_decay": 5e-5,
+        "schedule": "onecycle",
+        "warmup_epochs": 0.5,
+        "label_smoothing": 0.1,
+    },
+    # The recipe that gets the most out of 25 epochs on the seed's architecture (issue 7's ablation).
+    "best": {
+        "augment": True,
+        "cutout": 8,
+        "label_smoothing": 0.1,
+        "schedule": "onecycle",
+        "warmup_epochs": 5.0,
+        "optimizer": "sgd",
+        "lr": 0.2,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 512,
+        "attn_temperature": 30.0,
+        "attn_anneal_epochs": 10,
+        "zero_init_bn": True,
+        "tta_flip": True,
+        "val_size": 5000,
+    },
+}
+
+
+def preset(preset_name: str, **overrides: Any) -> TrainConfig:
+    """The named preset, with `overrides` applied on top."""
+    if preset_name not in PRESETS:
+        raise ConfigError([f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}."])
+    return TrainConfig(**{**PRESETS[preset_name], **overrides})
+
+
+def matching_preset(config: TrainConfig) -> str | None:
+    """The preset this config equals (runtime fields aside), or None for a custom config."""
+    for name in PRESETS:
+        reference = preset(name)
+        if all(f in RUNTIME_FIELDS for f in config.differences(reference)):
+            return name
+    return None
+

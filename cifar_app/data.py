@@ -1,0 +1,513 @@
+"""CIFAR-10 on disk and in memory: finding it, downloading it, caching it, and batching it.
+
+The one place that knows the data formats. A data root may hold any of:
+- the original python batches (`cifar-10-batches-py/`, as torchvision downloads them);
+- an image folder (`train/<class>/*`, `test/<class>/*`, PNG or JPEG), at the root or one folder down;
+- nothing, in which case `download_cifar10` fetches the original release with torchvision's URL and checksum.
+Decoded images are cached as uint8 tensors next to the data so the next start takes about a second.
+
+Training batches come from `TensorLoader`: the uint8 images live on the training device and each batch is
+cropped, flipped, masked and normalised with a few tensor ops on the whole batch (the airbench way).
+`torchvision_loader` keeps the coursework's per-image PIL pipeline as the baseline the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import tarfile
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cifar_app.atomic import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+BATCHES_DIR = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+CACHE_VERSION = 1
+
+
+class DataNotFound(FileNotFoundError):
+    """No CIFAR-10 under the data root; the message names where it looked and how to fix it."""
+
+    def __init__(self, root: Path, looked_in: list[Path]):
+        self.root = root
+        self.looked_in = looked_in
+        places = "\n".join(f"  - {path}" for path in looked_in)
+        super().__init__(
+            f"CIFAR-10 was not found under {root}. Looked for:\n{places}\n"
+            "Fix it in one of two ways:\n"
+            f"  1. download it (needs the internet): python -m cifar_app.data --download --data-dir {root}\n"
+            "     (or tick 'download' in the dashboard, or pass --download to the trainer);\n"
+            f"  2. point --data-dir (or CIFAR_DATA_DIR) at an existing copy: a folder holding {BATCHES_DIR}/ or\n"
+            "     train/<class>/ and test/<class>/ images, e.g. extract an offline archive with\n"
+            f"     tar -xzf cifar10-jpeg.tar.gz -C {root}"
+        )
+
+
+class DataFormatError(ValueError):
+    """A copy of CIFAR-10 was found but cannot be read as one."""
+
+
+@dataclass
+class Cifar10:
+    """All of CIFAR-10 as uint8 NCHW tensors and int64 labels, with where it came from."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: str
+    classes: tuple[str, ...] = CLASSES
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name == "train":
+            return self.train_images, self.train_labels
+        if name == "test":
+            return self.test_images, self.test_labels
+        raise ValueError(f"unknown split {name!r}; use 'train' or 'test'")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A copy of CIFAR-10 on disk: its format ('batches' or 'folder') and its folder."""
+
+    kind: str
+    path: Path
+
+    def describe(self) -> str:
+        what = "original python batches" if self.kind == "batches" else "image folder"
+        return f"{what} at {self.path}"
+
+
+def resolve_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: the argument, else $CIFAR_DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get("CIFAR_DATA_DIR") or "data").expanduser()
+
+
+def candidate_paths(root: Path) -> list[Path]:
+    """Where `locate` looks, in order; shown to the user when nothing is there."""
+    below = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    return [root / BATCHES_DIR, root, *[p for p in below if p.name != BATCHES_DIR]]
+
+
+def _is_batches(path: Path) -> bool:
+    return all((path / name).is_file() for name in (*TRAIN_BATCHES, TEST_BATCH))
+
+
+def _is_folder(path: Path) -> bool:
+    return (path / "train").is_dir() and (path / "test").is_dir()
+
+
+def locate(root: Path) -> Found | None:
+    """The first readable copy under `root`: python batches first (they are exact), then an image folder."""
+    for path in candidate_paths(root):
+        if _is_batches(path):
+            return Found("batches", path)
+    for path in candidate_paths(root):
+        if _is_folder(path):
+            return Found("folder", path)
+    return None
+
+
+def _read_batches(path: Path) -> tuple[torch.Tensor, ...]:
+    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with open(path / name, "rb") as f:
+                entry = pickle.load(f, encoding="bytes")
+            images = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
+        except Exception as error:  # a truncated or foreign pickle
+            raise DataFormatError(f"{path / name} is not a CIFAR-10 batch file ({error}).") from error
+        if len(images) != len(labels):
+            raise DataFormatError(f"{path / name} has {len(images)} images but {len(labels)} labels.")
+        return images, labels
+
+    train = [read(name) for name in TRAIN_BATCHES]
+    test_x, test_y = read(TEST_BATCH)
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return tuple(torch.from_numpy(a) for a in (train_x, train_y, test_x, test_y))
+
+
+def _decode(file: Path) -> np.ndarray:
+    with Image.open(file) as image:
+        image = image.convert("RGB")
+        if image.size != (32, 32):
+            raise DataFormatError(f"{file} is {image.size[0]}x{image.size[1]}; CIFAR-10 images are 32x32.")
+        return np.asarray(image, dtype=np.uint8)
+
+
+def _read_folder_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    present = sorted(p.name for p in path.iterdir() if p.is_dir())
+    unknown = sorted(set(present) - set(CLASSES))
+    if unknown or not present:
+        raise DataFormatError(
+            f"{path} should hold one folder per CIFAR-10 class ({', '.join(CLASSES)}); found {present or 'none'}."
+        )
+    files, labels = [], []
+    for label, name in enumerate(CLASSES):
+        folder = path / name
+        if folder.is_dir():
+            chosen = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += chosen
+            labels += [label] * len(chosen)
+    if not files:
+        raise DataFormatError(f"{path} has class folders but no PNG or JPEG images in them.")
+    # Pillow releases the GIL while decoding, so threads use every core.
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        pixels = list(pool.map(_decode, files, chunksize=256))
+    images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(labels, dtype=torch.int64)
+
+
+def _read_folder(path: Path) -> tuple[torch.Tensor, ...]:
+    return (*_read_folder_split(path / "train"), *_read_folder_split(path / "test"))
+
+
+def _fingerprint(found: Found) -> str:
+    """Changes when the files of the copy change (names, sizes, mtimes of what the reader opens)."""
+    digest = hashlib.sha1(f"{CACHE_VERSION}:{found.kind}:{found.path.resolve()}".encode())
+    if found.kind == "batches":
+        entries = [found.path / name for name in (*TRAIN_BATCHES, TEST_BATCH)]
+    else:
+        entries = [d for split in ("train", "test") for d in sorted((found.path / split).iterdir())]
+    for entry in entries:
+        stat = entry.stat()
+        digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_path(root: Path, found: Found) -> Path:
+    return root / ".cache" / f"cifar10-{found.kind}-{_fingerprint(found)}.pt"
+
+
+def load_cifar10(
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Cifar10:
+    """All of CIFAR-10 from the data root, decoding once and then reading the uint8 cache.
+
+    Raises DataNotFound (with the places it looked and the fixes) when there is no copy and `download`
+    is off, and DataFormatError when a copy is there but broken.
+    """
+    root = resolve_root(data_dir)
+    found = locate(root)
+    if found is None and download:
+        download_cifar10(root, progress=progress)
+        found = locate(root)
+    if found is None:
+        raise DataNotFound(root, candidate_paths(root) if root.is_dir() else [root])
+
+    cache = cache_path(root, found)
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return Cifar10(*(saved[k] for k in ("train_x", "train_y", "test_x", "test_y")), source=saved["source"])
+        except Exception as error:  # a cache from a crash or another version: rebuild it
+            log.warning("ignoring unreadable cache %s (%s)", cache, error)
+
+    log.info("decoding CIFAR-10 from the %s (once; later starts read the cache)", found.describe())
+    tensors = _read_batches(found.path) if found.kind == "batches" else _read_folder(found.path)
+    data = Cifar10(*tensors, source=found.describe())
+    try:
+        atomic_torch_save(
+            {"train_x": data.train_images, "train_y": data.train_labels, "test_x": data.test_images,
+             "test_y": data.test_labels, "source": data.source},
+            cache,
+        )
+    except OSError as error:  # a read-only copy still works, just without the cache
+        log.warning("could not write the cache %s (%s)", cache, error)
+    return data
+
+
+def data_status(data_dir: str | os.PathLike | None = None) -> tuple[Found | None, Path]:
+    """Whether a copy is present (without decoding it), and the root that was searched."""
+    root = resolve_root(data_dir)
+    return locate(root), root
+
+
+def download_cifar10(root: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Download and extract the original release with torchvision's URL and md5; report (bytes, total)."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / CIFAR10.filename
+    if not check_integrity(str(archive), CIFAR10.tgz_md5):
+        part = archive.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(CIFAR10.url, timeout=30) as response, open(part, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        except OSError as error:
+            part.unlink(missing_ok=True)
+            raise ConnectionError(
+                f"Could not download CIFAR-10 from {CIFAR10.url} ({error}). Without the internet, extract an "
+                f"offline copy into {root} instead."
+            ) from error
+        os.replace(part, archive)
+        if not check_integrity(str(archive), CIFAR10.tgz_md5):
+            archive.unlink(missing_ok=True)
+            raise DataFormatError(f"The download of {CIFAR10.url} is corrupt (md5 mismatch); try again.")
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(root, filter="data")
+    return root / BATCHES_DIR
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensors and batches
+
+
+def split_train_val(
+    images: torch.Tensor, labels: torch.Tensor, val_size: int, seed: int, subset: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hold out `val_size` training images (a seeded random choice) and keep `subset` of the rest (0 = all)."""
+    if val_size >= len(images):
+        raise ValueError(f"validation size {val_size} leaves no training images (the split has {len(images)}).")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if subset:
+        train_idx = train_idx[:subset]
+    return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+
+
+def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 NCHW in [0, 255] -> float, standardised per channel with CIFAR-10's mean and std."""
+    mean = torch.tensor(MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    return (images.to(dtype) / 255 - mean) / std
+
+
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """The inverse of `normalize`, back to uint8, for showing what the model sees."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return ((images.float() * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding `pad` and horizontal flip with probability 1/2, for a whole uint8 batch.
+
+    Matches torchvision's RandomCrop(32, padding=pad) + RandomHorizontalFlip() image for image: black
+    borders, every offset in [0, 2*pad] equally likely.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
+    flip = torch.rand(n, device=device, generator=generator) < 0.5
+    cols = torch.arange(w, device=device)
+    # a flipped crop reads its columns right to left
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]
+    rows = torch.arange(h, device=device) + dy[:, None]
+    batch = torch.arange(n, device=device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero (the mean, after normalisation) a `size` x `size` square at a random centre of each image."""
+    n, _, h, w = images.shape
+    device = images.device
+    cy = torch.randint(0, h, (n, 1, 1), device=device, generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1), device=device, generator=generator)
+    ys = torch.arange(h, device=device).view(1, h, 1)
+    xs = torch.arange(w, device=device).view(1, 1, w)
+    half = size // 2
+    inside = (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    return images.masked_fill(inside[:, None], 0)
+
+
+def augment(
+    images: torch.Tensor, generator: torch.Generator, crop_flip: bool = True, cutout_size: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The training transform on a uint8 batch: crop+flip, normalise, cutout. What the model sees."""
+    if crop_flip:
+        images = random_crop_flip(images, generator)
+    x = normalize(images, dtype)
+    if cutout_size:
+        x = cutout(x, cutout_size, generator)
+    return x
+
+
+def _mix(*numbers: int) -> int:
+    """A 63-bit seed from several integers (run seed, epoch, batch): distinct inputs, unrelated streams."""
+    digest = hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class TensorLoader:
+    """(images, labels) batches from uint8 tensors kept on `device`, transformed as whole batches.
+
+    The order of epoch e and the augmentation of its batch i draw from seeds derived from (seed, e, i), so a
+    run repeats exactly and can resume mid-epoch from a checkpoint (`batches(epoch, start)`). Training drops
+    the last partial batch (fixed shapes: no recompiles, no tiny BatchNorm batches).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        train: bool = False,
+        augment_crop_flip: bool = False,
+        cutout_size: int = 0,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        channels_last: bool = False,
+        drop_last: bool | None = None,
+    ):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.crop_flip = augment_crop_flip and train
+        self.cutout = cutout_size if train else 0
+        self.channels_last = channels_last
+        self.seed = seed
+        self.epoch = 0
+        self.drop_last = train if drop_last is None else drop_last
+        if self.drop_last and len(self.images) < batch_size:
+            self.drop_last = False  # a subset smaller than one batch still trains
+        self.generator = torch.Generator(device=self.device)
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _, x, y in self.batches(self.epoch):
+            yield x, y
+        self.epoch += 1
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(index, images, labels) for batches start, start+1, ... of `epoch`."""
+        order = None
+        if self.train:
+            self.generator.manual_seed(_mix(self.seed, epoch))
+            order = torch.randperm(len(self.images), device=self.device, generator=self.generator)
+        for i in range(start, len(self)):
+            idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            if order is not None:
+                idx = order[idx]
+            x, y = self.images[idx], self.labels[idx]
+            if self.crop_flip or self.cutout:
+                self.generator.manual_seed(_mix(self.seed, epoch, i))
+            x = augment(x, self.generator, crop_flip=self.crop_flip, cutout_size=self.cutout)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield i, x, y
+
+
+class _PilDataset(torch.utils.data.Dataset):
+    """uint8 tensors served as PIL images through torchvision transforms, as torchvision's CIFAR10 does."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable):
+        self.pixels = images.permute(0, 2, 3, 1).numpy()
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.pixels[i])), self.labels[i]
+
+
+def torchvision_transform(augment_crop_flip: bool) -> Callable:
+    """The coursework's transform: (RandomCrop(32, 4), RandomHorizontalFlip,) ToTensor, Normalize."""
+    from torchvision import transforms
+
+    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment_crop_flip else []
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+
+def torchvision_loader(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool = False,
+    augment_crop_flip: bool = False, num_workers: int = 0, seed: int = 0,
+) -> torch.utils.data.DataLoader:
+    """The coursework's pipeline: a DataLoader of per-image PIL transforms (the benchmark's baseline)."""
+    dataset = _PilDataset(images.cpu(), labels.cpu(), torchvision_transform(augment_crop_flip and train))
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers, drop_last=train,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def sample_batch(
+    data: Cifar10, split: str = "train", n: int = 100, seed: int = 0, classes: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The seed's Task 1: `n` random images of a split (optionally only some classes) as uint8, labels, indices."""
+    images, labels = data.split(split)
+    pool = torch.arange(len(labels))
+    if classes:
+        pool = pool[torch.isin(labels, torch.tensor(classes))]
+    pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]]
+    return images[pick], labels[pick], pick
+
+
+def class_counts(labels: torch.Tensor) -> list[int]:
+    return torch.bincount(labels, minlength=len(CLASSES)).tolist()
+
+
+def to_png_bytes(image: torch.Tensor, scale: int = 1) -> bytes:
+    """One uint8 CHW image as PNG bytes (nearest-neighbour upscaled), for showing."""
+    picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cifar_app.data`: check, download or cache the data from a terminal."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Find, download and cache CIFAR-10.")
+    parser.add_argument("--data-dir", default=None, help="data root (default $CIFAR_DATA_DIR or ./data)")
+    parser.add_argument("--download", action="store_true", help="download the original release if absent")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def show(done: int, total: int) -> None:
+        print(f"\rdownloaded {done / 1e6:.1f} of {total / 1e6:.1f} MB", end="", flush=True)
+
+    try:
+        data = load_cifar10(args.data_dir, download=args.download, progress=show)
+    except (DataNotFound, DataFormatError, ConnectionError) as error:
+        print(error)
+        return 1
+    print(f"CIFAR-10 ready from the {data.source}: {len(data.train_labels)} training and "
+          f"{len(data.test_labels)} test images.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""The coursework's dynamic-convolution network, readable top to bottom.
+
+A block takes X and
+  1. predicts K mixing weights a = softmax(Linear(AdaptiveAvgPool(X)) / T);
+  2. mixes K 3x3 convolutions of X: O = sum_k a_k Conv_k(X);
+  3. adds a shortcut from X (a 1x1 conv + BatchNorm where the channel counts differ, X itself otherwise);
+  4. applies BatchNorm (to O), LeakyReLU, and MaxPool at the end of each stage.
+The backbone has N blocks in up to four stages (11 = 2+3+3+3) whose width doubles at each pooling; the
+classifier is AdaptiveAvgPool2d -> Linear (the loss takes logits; softmax where probabilities are shown).
+
+O = sum_k a_k Conv_k(X) is one convolution with the per-sample kernel sum_k a_k W_k (CondConv, Yang et al.
+2019; Dynamic Convolution, Chen et al. 2020). Three exact implementations compute it:
+  loop       K separate convolutions, weighted and summed (the coursework's way; K launches per block);
+  batched    one convolution with K*C_out outputs, then the weighted sum (one large launch, K times the MACs);
+  persample  per-sample kernels sum_k a_k W_k and one grouped convolution with groups=batch (1x the MACs).
+`python -m cifar_app.bench` measures them; DEFAULT_IMPL holds the winner per device type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifar_app.config import TrainConfig
+
+# Measured with `python -m cifar_app.bench` (README, Performance): batched wins on the 2-core CPU and on the
+# H100/H200 at every width the presets use; persample's grouped convolution is slow in training on both.
+DEFAULT_IMPL = {"cpu": "batched", "cuda": "batched", "mps": "batched"}
+IMPLEMENTATIONS = ("loop", "batched", "persample")
+NEGATIVE_SLOPE = 0.1
+
+
+def dynamic_conv(x: torch.Tensor, weight: torch.Tensor, a: torch.Tensor, impl: str) -> torch.Tensor:
+    """sum_k a[:, k] * conv2d(x, W_k) with 'same' padding, by the named implementation.
+
+    x: (B, C_in, H, W); weight: (K * C_out, C_in, s, s), the K kernels W_k stacked along the outputs
+    (a 4-D tensor, so channels_last and the usual fan-in rules apply to it); a: (B, K).
+    """
+    b, k = a.shape
+    c_out, c_in, s = weight.shape[0] // k, weight.shape[1], weight.shape[2]
+    pad = s // 2
+    if impl == "loop":
+        out = None
+        for i in range(k):
+            y = F.conv2d(x, weight[i * c_out : (i + 1) * c_out], padding=pad)
+            term = a[:, i, None, None, None].to(y.dtype) * y
+            out = term if out is None else out + term
+        return out
+    if impl == "batched":
+        y = F.conv2d(x, weight, padding=pad)
+        h, w = y.shape[2:]
+        return (y.view(b, k, c_out, h, w) * a.view(b, k, 1, 1, 1).to(y.dtype)).sum(1)
+    if impl == "persample":
+        h, w = x.shape[2:]
+        kernels = torch.einsum("bk,koixy->boixy", a.to(weight.dtype), weight.view(k, c_out, c_in, s, s))
+        y = F.conv2d(x.reshape(1, b * c_in, h, w), kernels.reshape(b * c_out, c_in, s, s), padding=pad, groups=b)
+        return y.view(b, c_out, h, w)
+    raise ValueError(f"unknown dynamic-conv implementation {impl!r}; use one of {', '.join(IMPLEMENTATIONS)}")
+
+
+class DynamicConv2d(nn.Module):
+    """K kernels mixed per sample by weights predicted from the pooled input."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, size: int = 3, impl: str = "batched"):
+        super().__init__()
+        self.k, self.c_in, self.c_out, self.size, self.impl = k, c_in, c_out, size, impl
+        self.weight = nn.Parameter(torch.empty(k * c_out, c_in, size, size))
+        self.attention = nn.Linear(c_in, k)
+        # a tensor, not a float: changing it each epoch must not recompile a torch.compile'd model
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
+
+    def mixing_weights(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.attention(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        return torch.softmax(logits.float() / self.temperature, dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.mixing_weights(x)
+        return dynamic_conv(x, self.weight, a, self.impl), a
+
+
+class DynamicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, k: int, pool: bool, impl: str):
+        super().__init__()
+        self.conv = DynamicConv2d(c_in, c_out, k, impl=impl)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out)) if c_in != c_out else nn.Identity()
+        )
+        self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        o, a = self.conv(x)
+        return self.pool(self.act(self.bn(o) + self.shortcut(x))), a
+
+
+def stage_plan(blocks: int, width: int) -> list[tuple[int, bool]]:
+    """(channels, pool after) for each block: up to four stages, later stages longer, width doubling per stage.
+
+    11 blocks at width 32: 32 32 | 64 64 64 | 128 128 128 | 256 256 256, pooling after blocks 2, 5 and 8.
+    """
+    stages = min(4, blocks)
+    sizes = [blocks // stages] * stages
+    for i in range(blocks % stages):
+        sizes[stages - 1 - i] += 1
+    plan = []
+    for s, size in enumerate(sizes):
+        for j in range(size):
+            plan.append((width * 2**s, j == size - 1 and s < stages - 1))
+    return plan
+
+
+class DynamicConvNet(nn.Module):
+    def __init__(
+        self, blocks: int = 11, k: int = 4, width: int = 32, impl: str = "batched", num_classes: int = 10,
+        zero_init_bn: bool = False,
+    ):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out, pool in stage_plan(blocks, width):
+            layers.append(DynamicBlock(c_in, c_out, k, pool, impl))
+            c_in = c_out
+        self.blocks = nn.ModuleList(layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+        init_weights(self, zero_init_bn)
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and each block's mixing weights a (B, K): the architecture's own view of an image."""
+        attention = []
+        for block in self.blocks:
+            x, a = block(x)
+            attention.append(a)
+        return self.fc(self.pool(x).flatten(1)), attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_attention(x)[0]
+
+    def set_impl(self, impl: str) -> None:
+        for module in self.modules():
+            if isinstance(module, DynamicConv2d):
+                module.impl = impl
+
+    def set_temperature(self, value: float) -> None:
+        for module in self.modules():
+            if isinstance(module, DynamicConv2d):
+                module.temperature.fill_(value)
+
+
+def init_weights(model: nn.Module, zero_init_bn: bool = False) -> None:
+    """kaiming_normal_ for every convolution kernel and linear layer, zero biases; optionally zero the
+    BatchNorm scale after each dynamic convolution so every block starts as its shortcut."""
+    for module in model.modules():
+        if isinstance(module, (DynamicConv2d, nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        if zero_init_bn and isinstance(module, DynamicBlock):
+            nn.init.zeros_(module.bn.weight)
+
+
+def default_impl(device: torch.device | str) -> str:
+    return DEFAULT_IMPL.get(torch.device(device).type, "batched")
+
+
+def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> DynamicConvNet:
+    """The network a config describes, initialised (seeded by the caller), on `device`."""
+    impl = default_impl(device) if config.impl == "auto" else config.impl
+    return DynamicConvNet(config.blocks, config.k, config.width, impl, zero_init_bn=config.zero_init_bn).to(device)
+
+
+@dataclass
+class ModelSummary:
+    params: int
+    macs: int  # multiply-adds per 32x32 image, counting the K convolutions of each block as K convolutions
+    blocks: list[dict]  # per block: index, in, out, resolution, pool, params
+
+    def describe(self) -> str:
+        return f"{self.params / 1e6:.2f} M parameters, {self.macs / 1e6:.1f} M multiply-adds per image"
+
+
+def summarize(model: DynamicConvNet) -> ModelSummary:
+    """Parameter count and multiply-adds per image, counted by hooks on one forward pass."""
+    macs = 0
+    rows = []
+
+    def count(module: nn.Module, inputs: tuple, output: object) -> None:
+        nonlocal macs
+        x = inputs[0]
+        if isinstance(module, DynamicConv2d):
+            out = output[0]
+            macs += module.k * module.c_in * module.c_out * module.size**2 * out.shape[2] * out.shape[3]
+            macs += module.c_in * module.k + module.k * module.c_out * out.shape[2] * out.shape[3]
+        elif isinstance(module, nn.Conv2d):
+            macs += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, nn.Linear):
+            macs += module.in_features * module.out_features
+        elif isinstance(module, DynamicBlock):
+            rows.append({
+                "block": len(rows) + 1,
+                "in": x.shape[1],
+                "out": output[0].shape[1],
+                "resolution": f"{x.shape[2]}x{x.shape[3]}",
+                "pool": isinstance(module.pool, nn.MaxPool2d),
+                "params": sum(p.numel() for p in module.parameters()),
+            })
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 32, 32, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return ModelSummary(sum(p.numel() for p in model.parameters()), macs, rows)

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny CIFAR-like data the tests make themselves, in every on-disk format the loader reads."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cifar_app.config import TrainConfig  # noqa: E402
+from cifar_app.data import CLASSES, Cifar10  # noqa: E402
+
+OFFLINE_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def make_images(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 32x32 images: each class a colour and a stripe position, plus noise. (N, 32, 32, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)
+    rng.shuffle(labels)
+    palette = np.random.default_rng(1234).integers(30, 226, size=(10, 3))  # the same classes in every split
+    images = rng.integers(0, 60, size=(len(labels), 32, 32, 3)) + palette[labels][:, None, None, :] // 2
+    for i, label in enumerate(labels):
+        images[i, 3 * label : 3 * label + 3, :, :] = 255 - palette[label] // 3
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def write_batches(root: Path, train_per_class: int = 20, test_per_class: int = 10) -> Path:
+    """The original python-batch layout (cifar-10-batches-py/data_batch_1..5, test_batch)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train_x, train_y = make_images(train_per_class, seed=1)
+    test_x, test_y = make_images(test_per_class, seed=2)
+    for i, part in enumerate(np.array_split(np.arange(len(train_y)), 5), start=1):
+        data = train_x[part].transpose(0, 3, 1, 2).reshape(len(part), -1)
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": data, b"labels": train_y[part].tolist()}, f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": test_x.transpose(0, 3, 1, 2).reshape(len(test_y), -1), b"labels": test_y.tolist()}, f)
+    return folder
+
+
+def write_folder(root: Path, suffix: str = ".png", train_per_class: int = 20, test_per_class: int = 10) -> Path:
+    """The image-folder layout (train/<class>/*.png|jpg, test/<class>/...)."""
+    for split, per_class, seed in (("train", train_per_class, 1), ("test", test_per_class, 2)):
+        images, labels = make_images(per_class, seed)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i:04d}{suffix}", quality=95)
+    return root
+
+
+def tiny_cifar(train_per_class: int = 20, test_per_class: int = 10) -> Cifar10:
+    def tensors(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = make_images(per_class, seed)
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+
+    return Cifar10(*tensors(train_per_class, 1), *tensors(test_per_class, 2), source="tiny test data")
+
+
+@pytest.fixture
+def tiny_data() -> Cifar10:
+    return tiny_cifar()
+
+
+def tiny_config(**changes) -> TrainConfig:
+    """A network small enough to train a few epochs on the CPU in seconds."""
+    base = dict(blocks=3, width=8, k=2, epochs=2, batch_size=32, device="cpu", lr=3e-3, data_dir="unused")
+    return TrainConfig(**{**base, **changes})

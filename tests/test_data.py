@@ -1,0 +1,169 @@
+import os
+import time
+
+import pytest
+import torch
+
+from cifar_app.data import (
+    CLASSES, DataFormatError, DataNotFound, TensorLoader, augment, cache_path, class_counts, load_cifar10, locate,
+    normalize, random_crop_flip, sample_batch, split_train_val, torchvision_loader,
+)
+from conftest import make_images, write_batches, write_folder
+
+
+def _check(data, train=200, test=100):
+    assert data.train_images.shape == (train, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    assert data.test_images.shape == (test, 3, 32, 32)
+    assert class_counts(data.train_labels) == [train // 10] * 10
+    assert class_counts(data.test_labels) == [test // 10] * 10
+
+
+def test_reads_the_original_python_batches(tmp_path):
+    write_batches(tmp_path)
+    data = load_cifar10(tmp_path)
+    _check(data)
+    assert "python batches" in data.source
+    expected, _ = make_images(20, seed=1)
+    assert torch.equal(data.train_images[0], torch.from_numpy(expected[0]).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".JPEG"])
+def test_reads_an_image_folder_at_the_root_or_one_folder_down(tmp_path, suffix):
+    write_folder(tmp_path / "cifar10-jpeg", suffix)
+    data = load_cifar10(tmp_path)
+    _check(data)
+    assert "image folder" in data.source
+    if suffix == ".png":  # lossless: labels line up with pixels exactly
+        images, labels = make_images(20, seed=1)
+        first_cat = data.train_images[data.train_labels == 3][0]
+        assert any(torch.equal(first_cat, torch.from_numpy(im).permute(2, 0, 1)) for im in images[labels == 3])
+
+
+def test_not_found_names_the_places_and_both_fixes(tmp_path, monkeypatch):
+    (tmp_path / "something-else").mkdir()
+    with pytest.raises(DataNotFound) as error:
+        load_cifar10(tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "cifar-10-batches-py") in message
+    assert str(tmp_path / "something-else") in message
+    assert "--download" in message and "--data-dir" in message
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataNotFound, match="nowhere"):
+        load_cifar10()
+
+
+def test_a_folder_of_foreign_classes_is_refused(tmp_path):
+    (tmp_path / "train" / "tulips").mkdir(parents=True)
+    (tmp_path / "test" / "tulips").mkdir(parents=True)
+    with pytest.raises(DataFormatError, match="one folder per CIFAR-10 class"):
+        load_cifar10(tmp_path)
+
+
+def test_a_truncated_batch_file_is_refused(tmp_path):
+    folder = write_batches(tmp_path)
+    (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataFormatError, match="data_batch_3"):
+        load_cifar10(tmp_path)
+
+
+def test_the_cache_round_trip(tmp_path):
+    write_folder(tmp_path, ".png")
+    first = load_cifar10(tmp_path)
+    cache = cache_path(tmp_path, locate(tmp_path))
+    assert cache.is_file()
+    started = time.perf_counter()
+    second = load_cifar10(tmp_path)
+    assert time.perf_counter() - started < 5
+    assert torch.equal(first.train_images, second.train_images) and torch.equal(first.test_labels, second.test_labels)
+    # a changed copy is decoded again, not served stale from the cache
+    extra = tmp_path / "train" / "cat" / "9999.png"
+    extra.write_bytes((tmp_path / "train" / "cat").glob("*.png").__next__().read_bytes())
+    os.utime(tmp_path / "train" / "cat", ns=(1, 1))
+    assert len(load_cifar10(tmp_path).train_labels) == 201
+    # a corrupt cache is ignored and rebuilt
+    cache = cache_path(tmp_path, locate(tmp_path))
+    cache.write_bytes(b"not a tensor file")
+    assert len(load_cifar10(tmp_path).train_labels) == 201
+
+
+def test_validation_split_and_subset_are_disjoint_and_seeded(tiny_data):
+    x, y = tiny_data.train_images, tiny_data.train_labels
+    tx, ty, vx, vy = split_train_val(x, y, val_size=50, seed=3, subset=100)
+    assert len(tx) == 100 and len(vx) == 50
+    train_rows = {bytes(im.numpy()) for im in tx}
+    assert not train_rows & {bytes(im.numpy()) for im in vx}
+    again = split_train_val(x, y, val_size=50, seed=3, subset=100)
+    assert torch.equal(again[0], tx)
+
+
+def test_crops_stay_within_the_padding_and_about_half_are_flipped():
+    # a 32x32 gradient whose pixel values encode their own position
+    row = torch.arange(32, dtype=torch.uint8) * 4 + 1
+    image = torch.stack([row.expand(32, 32), row[:, None].expand(32, 32), torch.full((32, 32), 7, dtype=torch.uint8)])
+    batch = image.expand(4000, 3, 32, 32).contiguous()
+    out = random_crop_flip(batch, torch.Generator().manual_seed(0))
+    xs, ys = out[:, 0], out[:, 1]
+    inside = xs > 0
+    shifts_y = set()
+    flipped = 0
+    for i in range(len(out)):
+        cols = (xs[i][inside[i]].long() - 1) // 4
+        rows_ = (ys[i][ys[i] > 0].long() - 1) // 4
+        assert cols.numel() > 0
+        # each kept column/row comes from the original, shifted by at most 4 pixels
+        col_line = xs[i][16]
+        nonzero = col_line[col_line > 0].long()
+        step = (nonzero[1:] - nonzero[:-1]) // 4
+        assert step.abs().eq(1).all()
+        flipped += int(step[0] < 0)
+        offset = int(rows_.min()) - int(torch.nonzero(ys[i][:, 16] > 0)[0])
+        assert -4 <= offset <= 4
+        shifts_y.add(offset)
+        # zero padding only: the border that is not image is black
+        assert ((out[i, 2] == 7) | (out[i, 2] == 0)).all()
+    assert shifts_y == set(range(-4, 5))
+    assert 0.45 < flipped / len(out) < 0.55
+
+
+def test_the_test_split_is_never_augmented(tiny_data):
+    loader = TensorLoader(tiny_data.test_images, tiny_data.test_labels, 32, train=False,
+                          augment_crop_flip=True, cutout_size=8)
+    x, y = next(iter(loader))
+    assert torch.equal(x, normalize(tiny_data.test_images[:32]))
+    assert torch.equal(y, tiny_data.test_labels[:32])
+    assert len(loader) == 4  # the last partial batch is kept for evaluation
+
+
+def test_training_batches_are_shuffled_seeded_and_resumable(tiny_data):
+    make = lambda seed: TensorLoader(tiny_data.train_images, tiny_data.train_labels, 32, train=True,  # noqa: E731
+                                     augment_crop_flip=True, cutout_size=4, seed=seed)
+    loader = make(1)
+    assert len(loader) == 200 // 32  # the last partial batch is dropped in training
+    epoch0 = [y for _, _, y in loader.batches(0)]
+    assert not torch.equal(torch.cat(epoch0), tiny_data.train_labels[: 32 * len(epoch0)])
+    assert not torch.equal(torch.cat(epoch0), torch.cat([y for _, _, y in loader.batches(1)]))
+    full = list(make(1).batches(0))
+    tail = list(make(1).batches(0, start=3))
+    assert [i for i, _, _ in tail] == [3, 4, 5]
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
+    assert not torch.equal(full[0][1], next(make(2).batches(0))[1])
+
+
+def test_cutout_masks_a_square_to_the_mean(tiny_data):
+    x = augment(tiny_data.train_images[:64], torch.Generator().manual_seed(0), crop_flip=False, cutout_size=8)
+    zeros = (x == 0).all(1).flatten(1).sum(1)
+    assert (zeros <= 64).all() and (zeros >= 16).all()  # an 8x8 square, clipped at the border to >= 4x4
+
+
+def test_torchvision_loader_matches_the_tensor_pipeline_without_augmentation(tiny_data):
+    loader = torchvision_loader(tiny_data.test_images, tiny_data.test_labels, 50)
+    x, y = next(iter(loader))
+    torch.testing.assert_close(x, normalize(tiny_data.test_images[:50]), atol=1e-5, rtol=1e-5)
+    assert torch.equal(y, tiny_data.test_labels[:50])
+
+
+def test_sample_batch_of_100_with_a_class_filter(tiny_data):
+    images, labels, index = sample_batch(tiny_data, "train", 100, seed=0)
+    assert images.shape == (100, 3, 32, 32) and len(set(index.tolist())) == 100
+    images, labels, _ = sample_batch(tiny_data, "test", 100, classes=[CLASSES.index("cat")])
+    assert len(labels) == 10 and (labels == 3).all()
