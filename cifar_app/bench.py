@@ -42,13 +42,18 @@ class Timing:
     note: str = ""
 
 
-def _time(step: Callable[[], int], device: torch.device, warmup: int, repeats: int) -> float:
-    """Images/s of `step` (which returns the images it handled), after `warmup` untimed calls."""
+def _time(step: Callable[[], int], device: torch.device, warmup: int, repeats: int, budget_s: float = 15.0) -> float:
+    """Images/s of `step` (which returns the images it handled) over `repeats` calls after `warmup` untimed
+    ones; a very slow path stops early after `budget_s` seconds (at least one timed call)."""
     for _ in range(warmup):
         step()
     sync(device)
     started = time.perf_counter()
-    images = sum(step() for _ in range(repeats))
+    images = 0
+    for _ in range(repeats):
+        images += step()
+        if time.perf_counter() - started > budget_s:
+            break
     sync(device)
     return images / (time.perf_counter() - started)
 
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
+    torch.backends.cudnn.benchmark = True  # as train() does
     try:
         data = load_cifar10(args.data_dir)
     except (DataNotFound, DataFormatError):

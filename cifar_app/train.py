@@ -176,11 +176,13 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # one fused kernel for the whole update on CUDA instead of a few per parameter group
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0, **fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.Adam(groups, lr=config.lr)
+        return torch.optim.AdamW(groups, lr=config.lr, **fused)
+    return torch.optim.Adam(groups, lr=config.lr, **fused)
 
 
 def train_step(
@@ -213,7 +215,7 @@ def _events_from_rows(rows: list[dict[str, Any]], epochs: int) -> list[EpochEven
 def _compile(model: nn.Module) -> Callable:
     try:
         return torch.compile(model)
-    except Exception as error:  # no compiler toolchain, unsupported platform
+    except Exception as error:  # unsupported platform; most failures only show at the first step (see train)
         log.warning("torch.compile unavailable (%s); training eagerly", error)
         return model
 
@@ -249,6 +251,8 @@ def train(
     device = pick_device(config.device)
     bf16 = use_bf16(device, config.precision)
     channels_last = device.type == "cuda"  # helps cuDNN on tensor-core GPUs; measured slower on the CPU
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # training shapes are fixed (drop_last): pick the fastest kernels once
 
     if data is None:
         emit(StatusEvent(f"Loading CIFAR-10 from {config.data_dir}"))
@@ -338,7 +342,16 @@ def train(
                 lr = config.lr * lr_factor(config.schedule, step, total_steps, warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                logits, loss = train_step(forward, optimizer, criterion, x, y, device, bf16)
+                try:
+                    logits, loss = train_step(forward, optimizer, criterion, x, y, device, bf16)
+                except Exception as error:
+                    if forward is model or is_out_of_memory(error):
+                        raise
+                    # torch.compile fails lazily (no compiler, unsupported op): the eager model is the same math
+                    log.warning("torch.compile failed (%s); training without it", str(error).splitlines()[0])
+                    emit(StatusEvent("torch.compile failed on this machine; training without it"))
+                    forward = model
+                    logits, loss = train_step(forward, optimizer, criterion, x, y, device, bf16)
                 done = i + 1
                 batch_loss = loss.detach()
                 loss_sum += batch_loss * len(y)

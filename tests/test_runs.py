@@ -1,0 +1,185 @@
+"""The run store: atomic writes, statuses, resume after SIGKILL, fork, checkpoints in and out."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cifar_app.atomic import atomic_write_json, atomic_write_text
+from cifar_app.checkpoints import CheckpointError, export_bytes, load_model_file, load_run_model
+from cifar_app.report import markdown, runs_table
+from cifar_app.runs import Run, RunStore
+from cifar_app.train import train
+from conftest import ROOT, tiny_config, write_batches
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "metrics.csv"
+    atomic_write_text(target, "epoch\n1\n")
+
+    class Boom(Exception):
+        pass
+
+    def half_then_crash(f):
+        f.write("epoch\n1\n2")
+        raise Boom
+
+    from cifar_app import atomic
+
+    with pytest.raises(Boom):
+        atomic._atomic_write(target, half_then_crash, binary=False)
+    assert target.read_text() == "epoch\n1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary file left behind
+
+
+def test_the_runs_table_covers_every_status(tmp_path, tiny_data):
+    store = RunStore(tmp_path)
+    finished = train(tiny_config(epochs=1, name="done"), data=tiny_data, store=store).run
+    failed = train(tiny_config(optimizer="sgd", lr=10, momentum=0.99, epochs=8, name="nan"), data=tiny_data,
+                   store=store).run
+    stopped = train(tiny_config(epochs=1, name="halted"), data=tiny_data, store=store,
+                    stop=_set_event()).run
+    # a run whose process died: status still "running" but its pid is gone
+    dead = store.create(tiny_config(name="crashed"), {"device": "cpu"}, name="crashed")
+    dead.update_meta(pid=_dead_pid())
+    # a run still alive in this process
+    live = store.create(tiny_config(name="live"), {"device": "cpu"}, name="live")
+    statuses = {row["name"]: row["status"] for row in runs_table(store)}
+    assert statuses == {"done": "finished", "nan": "failed", "halted": "stopped", "crashed": "interrupted",
+                        "live": "running"}
+    rows = {row["name"]: row for row in runs_table(store)}
+    assert rows["done"]["best_test_acc"] is not None and rows["done"]["epochs"] == "1/1"
+    assert "diverged" in rows["nan"]["reason"]
+    assert "| done |" in markdown(list(rows.values()))
+    assert {finished.id, failed.id, stopped.id, dead.id, live.id} == {r.id for r in store.runs()}
+
+
+def _set_event():
+    import threading
+
+    event = threading.Event()
+    event.set()
+    return event
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_rename_and_delete(tmp_path, tiny_data):
+    store = RunStore(tmp_path)
+    run = train(tiny_config(epochs=1), data=tiny_data, store=store).run
+    store.rename(run, "  my best  ")
+    assert run.name == "my best"
+    live = store.create(tiny_config(), {}, name="live")
+    with pytest.raises(RuntimeError, match="still training"):
+        store.delete(live)
+    store.delete(run)
+    assert [r.id for r in store.runs()] == [live.id]
+
+
+def test_a_cli_run_killed_mid_epoch_resumes_to_the_end(tmp_path):
+    write_batches(tmp_path / "data", train_per_class=60)
+    runs = tmp_path / "runs"
+    base = [sys.executable, "-m", "cifar_app.train", "--data-dir", str(tmp_path / "data"), "--runs-dir", str(runs),
+            "--blocks", "3", "--width", "8", "--k", "2", "--batch-size", "20", "--device", "cpu", "--quiet"]
+    process = subprocess.Popen(base + ["--epochs", "6", "--name", "victim"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # kill it once two epochs are on disk, in the middle of the third
+    deadline = time.monotonic() + 240
+    run = None
+    while time.monotonic() < deadline:
+        found = RunStore(runs).runs()
+        if found and len(found[0].metrics()) >= 2:
+            run = found[0]
+            break
+        time.sleep(0.05)
+    assert run is not None, "the run never finished two epochs"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert run.status() == "interrupted"
+    done_before = [r["epoch"] for r in run.metrics()]
+    assert 2 <= len(done_before) < 6
+    resumed = subprocess.run(base + ["--resume", run.id], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"Resuming victim at epoch {len(done_before) + 1}" in resumed.stdout or "Resuming" in resumed.stdout
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert run.status() == "finished"
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # the curve goes on from where it was
+
+
+def test_fork_from_a_saved_epoch_with_a_new_learning_rate(tmp_path, tiny_data):
+    store = RunStore(tmp_path)
+    parent = train(tiny_config(epochs=2, name="parent"), data=tiny_data, store=store).run
+    child = train(tiny_config(epochs=4, lr=1e-3, name="child"), data=tiny_data, store=store, fork=(parent, "last")).run
+    assert [r["epoch"] for r in child.metrics()] == [3, 4]
+    record = child.config_record()
+    assert (record["parent"], record["parent_epoch"]) == (parent.id, 2)
+    assert child.config().lr == 1e-3
+    # the child starts from the parent's weights, not from scratch
+    assert child.metrics()[0]["train_loss"] < parent.metrics()[0]["train_loss"]
+
+
+def test_export_loads_with_plain_torch_and_back(tmp_path, tiny_data):
+    run = train(tiny_config(epochs=1), data=tiny_data, store=RunStore(tmp_path)).run
+    data = export_bytes(run, "best")
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    plain = torch.load(path, weights_only=True)
+    assert plain["format"] == "cifar10-studio-model" and plain["config"]["width"] == 8
+    loaded = load_model_file(data, name="model.pt")
+    reference = load_run_model(run, "best")
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(loaded.model(x), reference.model(x))
+
+
+def test_bad_checkpoints_are_refused_with_a_message(tmp_path, tiny_data):
+    run = train(tiny_config(epochs=1), data=tiny_data, store=RunStore(tmp_path)).run
+    good = export_bytes(run)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model_file(good[: len(good) // 2], name="cut.pt")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_model_file(b"", name="empty.pt")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model_file(b"this is a text file", name="notes.txt")
+    foreign = tmp_path / "resnet.pt"
+    torch.save({"conv1.weight": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a CIFAR-10 Studio model"):
+        load_model_file(foreign.read_bytes(), name="resnet.pt")
+    payload = torch.load(io.BytesIO(good), weights_only=True)
+    payload["config"]["width"] = 16  # the weights are for width 8
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(payload, mismatched)
+    with pytest.raises(CheckpointError, match="do not match the network"):
+        load_model_file(mismatched.read_bytes(), name="mismatched.pt")
+    # a pickle that would run code is refused by weights_only loading
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"config": {}, "state_dict": {}, "x": Evil()}, evil)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model_file(evil.read_bytes(), name="evil.pt")
+
+
+def test_a_run_from_another_process_shows_up(tmp_path):
+    write_batches(tmp_path / "data")
+    store = RunStore(tmp_path / "runs")
+    assert store.runs() == []
+    subprocess.run([sys.executable, "-m", "cifar_app.train", "--data-dir", str(tmp_path / "data"), "--runs-dir",
+                    str(store.root), "--blocks", "2", "--width", "8", "--k", "2", "--epochs", "1", "--batch-size",
+                    "50", "--device", "cpu", "--name", "elsewhere"], cwd=ROOT, check=True, capture_output=True,
+                   timeout=300)
+    (run,) = store.runs()
+    assert run.name == "elsewhere" and run.status() == "finished" and len(run.metrics()) == 1
+    assert json.loads((run.path / "config.json").read_text())["versions"]["torch"] == torch.__version__
