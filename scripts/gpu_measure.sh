@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The GPU measurements of issues 6 and 7 in one go (the device tool lends a GPU for minutes, not hours):
+#   1. the benchmark (coursework's way vs the project's path) for the seed, quick and best presets;
+#   2. the seed preset, 25 epochs, alone on the GPU (timed);
+#   3. the best preset, 25 epochs, alone (timed);
+#   4. the ablation: best minus each ingredient, four runs at a time on the one GPU (accuracy; their times
+#      are not comparable with 2 and 3 because they share the card).
+# Logs and per-epoch metrics land in $OUT (default ./artifacts/gpu) as two archives, refreshed as the script
+# goes, so a run cut short still brings back what finished. DRY=1 runs the whole script on a tiny
+# configuration on the CPU, to check it before spending GPU time.
+set -u
+OUT=${OUT:-artifacts/gpu}
+PY=${PY:-python3}
+ARCHIVE=${ARCHIVE:-.device/cifar10-jpeg.tar.gz}
+RUNS=${RUNS:-/tmp/gpu-runs}
+LOGS=${LOGS:-/tmp/gpu-logs}
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$LOGS" "$RUNS" data
+EXTRA=()
+BENCH=(--batches 30)
+PARALLEL=8
+if [ "${DRY:-0}" = 1 ]; then
+  EXTRA=(--width 8 --k 2 --blocks 3 --epochs 2 --train-subset 1024 --device cpu --warmup-epochs 0.5 --attn-anneal-epochs 1)
+  BENCH=(--batches 2 --width 8 --blocks 3 --device cpu)
+  PARALLEL=2
+fi
+stamp() { date +%H:%M:%S; }
+bundle() {  # what has finished so far, into $OUT (at most a few files come back from the device)
+  tar -czf "$OUT/logs.tgz" -C "$LOGS" .
+  (cd "$RUNS" && find . -name 'metrics.csv' -o -name 'meta.json' -o -name 'config.json' | tar -czf - -T -) > "$OUT/runs.tgz"
+}
+
+echo "$(stamp) start" | tee "$LOGS/timeline.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOGS/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$LOGS/gpu.txt"
+[ -d data/cifar10-jpeg ] || tar -xzf "$ARCHIVE" -C data
+$PY -m cifar_app.data --data-dir data 2>&1 | tee "$LOGS/data.log"
+echo "$(stamp) data ready" | tee -a "$LOGS/timeline.txt"
+
+$PY -m cifar_app.bench --preset seed quick best --data-dir data "${BENCH[@]}" 2>&1 | tee "$LOGS/bench.log"
+echo "$(stamp) bench done" | tee -a "$LOGS/timeline.txt"
+
+train() {  # name, then options
+  local name=$1; shift
+  /usr/bin/time -f "wall %e s" $PY -m cifar_app.train --data-dir data --runs-dir "$RUNS" --name "$name" --quiet "$@" "${EXTRA[@]}" \
+    > "$LOGS/$name.log" 2>&1
+}
+bundle
+train seed --preset seed
+echo "$(stamp) seed done" | tee -a "$LOGS/timeline.txt"
+tail -n 6 "$LOGS/seed.log"
+bundle
+train best --preset best
+echo "$(stamp) best done" | tee -a "$LOGS/timeline.txt"
+tail -n 6 "$LOGS/best.log"
+bundle
+
+ablations=(
+  "no-crop-flip --no-augment"
+  "no-cutout --cutout 0"
+  "no-label-smoothing --label-smoothing 0"
+  "no-schedule --schedule none --warmup-epochs 0"
+  "adam-not-sgd --optimizer adam --lr 1e-3"
+  "no-attn-temperature --attn-temperature 1 --attn-anneal-epochs 0"
+  "no-zero-init --no-zero-init-bn"
+  "no-flip-tta --no-tta-flip"
+)
+for spec in "${ablations[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 5; bundle; done
+  read -r name options <<< "$spec"
+  # shellcheck disable=SC2086
+  train "$name" --preset best $options &
+done
+while [ -n "$(jobs -rp)" ]; do sleep 10; bundle; done
+wait
+echo "$(stamp) ablations done" | tee -a "$LOGS/timeline.txt"
+
+$PY -m cifar_app.report "$RUNS" 2>&1 | tee "$LOGS/summary.txt"
+bundle
