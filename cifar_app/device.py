@@ -42,7 +42,8 @@ def use_bf16(device: torch.device, precision: str = "auto") -> bool:
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    # no weight-cast cache: each weight is used once per forward, and a cache breaks CUDA-graph capture
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def describe_device(device: torch.device) -> str:
