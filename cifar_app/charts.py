@@ -18,7 +18,7 @@ def class_balance_chart(counts: pd.DataFrame, classes: list[str]) -> alt.Chart:
         alt.Chart(counts)
         .mark_bar()
         .encode(
-            x=alt.X("class:N", sort=classes, title=None, axis=alt.Axis(labelAngle=-40)),
+            x=alt.X("class:N", sort=classes, title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
             xOffset=alt.XOffset("split:N"),
             y=alt.Y("count:Q", title="images"),
             color=alt.Color("split:N", title="split"),
@@ -36,7 +36,7 @@ def per_class_chart(metrics: pd.DataFrame, classes: list[str]) -> alt.Chart:
         alt.Chart(long)
         .mark_bar()
         .encode(
-            x=alt.X("class:N", sort=classes, title=None, axis=alt.Axis(labelAngle=-40)),
+            x=alt.X("class:N", sort=classes, title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
             xOffset=alt.XOffset("metric:N", sort=["precision", "recall", "f1"]),
             y=alt.Y("percent:Q", title="%", scale=alt.Scale(domain=[0, 100])),
             color=alt.Color("metric:N", sort=["precision", "recall", "f1"], title=None),
@@ -56,8 +56,8 @@ def confusion_chart(cells: pd.DataFrame, classes: list[str], normalized: bool = 
     title = "share of the true class" if normalized else "images"
     pick = alt.selection_point(name=CONFUSION_SELECTION, fields=["true", "predicted"], on="click", clear="dblclick")
     base = alt.Chart(cells).encode(
-        x=alt.X("predicted:N", sort=classes, title="predicted class", axis=alt.Axis(labelAngle=-40, orient="top")),
-        y=alt.Y("true:N", sort=classes, title="true class"),
+        x=alt.X("predicted:N", sort=classes, title="predicted class", axis=alt.Axis(labelAngle=-40, orient="top", labelOverlap=False)),
+        y=alt.Y("true:N", sort=classes, title="true class", axis=alt.Axis(labelOverlap=False)),
     )
     heat = base.mark_rect().encode(
         color=alt.Color(f"{value}:Q", title=title, scale=alt.Scale(scheme="blues")),
