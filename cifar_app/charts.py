@@ -54,7 +54,9 @@ def confusion_chart(cells: pd.DataFrame, classes: list[str], normalized: bool = 
     """
     value = "share" if normalized else "count"
     title = "share of the true class" if normalized else "images"
-    pick = alt.selection_point(name=CONFUSION_SELECTION, fields=["true", "predicted"], on="click", clear="dblclick")
+    pick = alt.selection_point(
+        name=CONFUSION_SELECTION, fields=["true", "predicted"], on="click", clear="dblclick", empty=False
+    )
     base = alt.Chart(cells).encode(
         x=alt.X("predicted:N", sort=classes, title="predicted class", axis=alt.Axis(labelAngle=-40, orient="top", labelOverlap=False)),
         y=alt.Y("true:N", sort=classes, title="true class", axis=alt.Axis(labelOverlap=False)),
@@ -82,10 +84,11 @@ def top_k_chart(top: pd.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-            y=alt.Y("class:N", sort=None, title=None),
+            y=alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
             tooltip=["class:N", alt.Tooltip("probability:Q", format=".2%")],
         )
-        .properties(height=max(60, 24 * len(top)))
+        # the height includes the axes (Streamlit fits the whole chart): ~26 px a bar plus the x axis
+        .properties(height=50 + 26 * len(top))
     )
 
 
@@ -93,7 +96,7 @@ def attention_chart(weights: pd.DataFrame) -> alt.LayerChart:
     """Each block's mixing weights a as a blocks x K heatmap. `weights`: block, kernel, weight."""
     base = alt.Chart(weights).encode(
         x=alt.X("kernel:O", title="kernel k"),
-        y=alt.Y("block:O", title="block"),
+        y=alt.Y("block:O", title="block", axis=alt.Axis(labelOverlap=False)),
     )
     heat = base.mark_rect().encode(
         color=alt.Color("weight:Q", title="a_k", scale=alt.Scale(domain=[0, 1], scheme="greens")),
@@ -103,4 +106,4 @@ def attention_chart(weights: pd.DataFrame) -> alt.LayerChart:
         text=alt.Text("weight:Q", format=".2f"),
         color=alt.condition("datum.weight > 0.6", alt.value("white"), alt.value("#222")),
     )
-    return alt.layer(heat, text).properties(height=max(120, 20 * weights["block"].nunique()))
+    return alt.layer(heat, text).properties(height=70 + 24 * weights["block"].nunique())

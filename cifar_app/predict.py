@@ -29,6 +29,7 @@ from cifar_app.model import DynamicConvNet
 # Pillow's decoder names. (A phone's MPO file, a JPEG with extra preview frames, opens through JPEG.)
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "gif")
+ACCEPTED_NAMES = "PNG, JPEG, WebP, BMP or GIF"
 # 40 megapixels holds any phone photo; past it a small compressed file can still expand to gigabytes.
 MAX_PIXELS = 40_000_000
 SIDE = 32
@@ -100,7 +101,6 @@ def prepare_upload(
     """The file's first frame as the model's 32x32 RGB input; UploadError for anything unusable."""
     if not data:
         raise UploadError(f"{name} is empty.")
-    accepted = ", ".join(f.lower() for f in ACCEPTED_FORMATS[:-1]) + f" or {ACCEPTED_FORMATS[-1].lower()}"
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -128,7 +128,7 @@ def prepare_upload(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UploadError(f"{name} declares far too many pixels to decode safely ({error}).") from error
     except Image.UnidentifiedImageError as error:
-        raise UploadError(f"{name} is not a {accepted} image (or it is damaged beyond reading).") from error
+        raise UploadError(f"{name} is not a {ACCEPTED_NAMES} image (or it is damaged beyond reading).") from error
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         # truncated data, broken chunks, impossible headers: Pillow raises all of these
         raise UploadError(f"{name} could not be decoded: {str(error) or type(error).__name__}.") from error

@@ -21,12 +21,12 @@ from pages.models import get_data, pick_model, predictions_csv, test_predictions
 ANY = "any"
 
 
-def show_images(rows: pd.DataFrame, images, captions: list[str], limit: int) -> None:
+def show_images(rows: pd.DataFrame, images, captions: list[str], limit: int, width: int = 128) -> None:
     if rows.empty:
         st.caption("No images here.")
         return
     shown = rows.head(limit)
-    st.image([to_png_bytes(images[i], scale=4) for i in shown["index"]], caption=captions[: len(shown)], width=128)
+    st.image([to_png_bytes(images[i], scale=4) for i in shown["index"]], caption=captions[: len(shown)], width=width)
     if len(rows) > limit:
         st.caption(f"Showing the {limit} most confident of {len(rows):,}.")
 
@@ -64,7 +64,7 @@ if not pairs.empty:
 
 st.subheader("Per class")
 metrics = evaluate.per_class_metrics(preds.labels, preds.predicted, preds.classes)
-table_col, chart_col = st.columns([2, 3])
+table_col, chart_col = st.columns([1, 1])
 table_col.dataframe(
     metrics, hide_index=True, key="evaluate_metrics",
     column_config={name: st.column_config.NumberColumn(name, format="%.1f%%")
@@ -73,24 +73,28 @@ table_col.dataframe(
 chart_col.altair_chart(per_class_chart(metrics, classes), width="stretch")
 
 st.subheader("Confusion matrix")
-normalized = st.radio("Cells show", ["counts", "share of the true class"], horizontal=True,
-                      key="evaluate_normalized") != "counts"
-st.altair_chart(
-    confusion_chart(evaluate.confusion_frame(preds), classes, normalized), width="stretch",
-    on_select=apply_chart_click, selection_mode=CONFUSION_SELECTION, key="evaluate_matrix",
-)
-if not pairs.empty:
-    st.session_state.setdefault("evaluate_true", pairs.iloc[0]["true"])
-    st.session_state.setdefault("evaluate_predicted", pairs.iloc[0]["predicted"])
-st.caption("Click a cell (double-click clears) or pick the pair here to see its images.")
-true_col, pred_col, limit_col = st.columns([2, 2, 1])
-true_name = true_col.selectbox("True class", classes, key="evaluate_true")
-pred_name = pred_col.selectbox("Predicted as", classes, key="evaluate_predicted")
-limit = limit_col.selectbox("Show up to", [24, 48, 96, 200], key="evaluate_cell_limit")
-cell = evaluate.select(preds, classes.index(true_name), classes.index(pred_name))
-verb = "classified correctly" if true_name == pred_name else f"predicted as **{pred_name}**"
-st.markdown(f"**{len(cell):,}** test images of **{true_name}** {verb}, the model's most confident first.")
-show_images(cell, images, [f"#{i} · p={p:.2f}" for i, p in zip(cell["index"], cell["confidence"])], limit)
+matrix_col, cell_col = st.columns([3, 2], gap="large")
+with matrix_col:
+    normalized = st.radio("Cells show", ["counts", "share of the true class"], horizontal=True,
+                          key="evaluate_normalized") != "counts"
+    st.altair_chart(
+        confusion_chart(evaluate.confusion_frame(preds), classes, normalized), width="stretch",
+        on_select=apply_chart_click, selection_mode=CONFUSION_SELECTION, key="evaluate_matrix",
+    )
+    st.caption("Click a cell to see its images (double-click clears), or pick the pair on the right.")
+with cell_col:
+    if not pairs.empty:
+        st.session_state.setdefault("evaluate_true", pairs.iloc[0]["true"])
+        st.session_state.setdefault("evaluate_predicted", pairs.iloc[0]["predicted"])
+    true_col, pred_col = st.columns(2)
+    true_name = true_col.selectbox("True class", classes, key="evaluate_true")
+    pred_name = pred_col.selectbox("Predicted as", classes, key="evaluate_predicted")
+    limit = st.selectbox("Show up to", [24, 48, 96, 200], key="evaluate_cell_limit")
+    cell = evaluate.select(preds, classes.index(true_name), classes.index(pred_name))
+    verb = "classified correctly" if true_name == pred_name else f"predicted as **{pred_name}**"
+    st.markdown(f"**{len(cell):,}** test images of **{true_name}** {verb}, the model's most confident first.")
+    show_images(cell, images, [f"#{i} · p={p:.2f}" for i, p in zip(cell["index"], cell["confidence"])], limit,
+                width=96)
 
 st.subheader("Most confident mistakes")
 f_true, f_pred, f_limit = st.columns([2, 2, 1])

@@ -18,7 +18,9 @@ from PIL import Image  # noqa: E402
 
 from cifar_app.charts import attention_chart, top_k_chart  # noqa: E402
 from cifar_app.data import data_status, to_png_bytes  # noqa: E402
-from cifar_app.predict import FITS, UPLOAD_TYPES, PreparedImage, UploadError, predict_images, prepare_upload  # noqa: E402
+from cifar_app.predict import (  # noqa: E402
+    ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, predict_images, prepare_upload,
+)
 from pages.models import device, get_data, pick_model  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ st.caption(f"{choice.loaded.source}: {choice.loaded.config.blocks} blocks, K = {
 
 upload_col, options_col = st.columns([3, 1])
 files = upload_col.file_uploader(
-    "Images (PNG, JPEG, WebP, BMP or GIF)", type=list(UPLOAD_TYPES), accept_multiple_files=True,
+    f"Images ({ACCEPTED_NAMES})", type=list(UPLOAD_TYPES), accept_multiple_files=True,
     key="predict_files", help="Each file is read on its own: one bad file gets a message, the rest a prediction.",
 )
 fit = options_col.radio("Make it square by", FITS, key="predict_fit", format_func=lambda f: f"{f}: {FIT_HELP[f]}")
@@ -80,7 +82,7 @@ if ready:
 row = 0
 for name, item, true in items:
     if isinstance(item, str):
-        st.error(item, icon="🚫")
+        st.error(item, icon=":material/block:")
         continue
     top = result.top(row, k)
     weights = result.attention_frame(row)
@@ -91,11 +93,11 @@ for name, item, true in items:
         if true is not None:
             verdict = " ✓ correct" if answer["class"] == true else f" ✗ (it is a {true})"
         st.markdown(f"**{name}** → **{answer['class']}** ({answer['probability']:.1%}){verdict}")
-        seen_col, top_col, attention_col = st.columns([2, 3, 2])
-        seen_col.image(item.original, caption=f"as uploaded, {item.size[0]} x {item.size[1]}", width=160)
+        original_col, seen_col, top_col, attention_col = st.columns([3, 2, 5, 4])
+        original_col.image(item.original, caption=f"as uploaded, {item.size[0]} x {item.size[1]}", width=160)
         seen_col.image(to_png_bytes(item.image, scale=4), caption="what the model sees (32 x 32)", width=128)
         if item.notes:
-            seen_col.caption("; ".join(item.notes))
+            original_col.caption("; ".join(item.notes))
         top_col.altair_chart(top_k_chart(top), width="stretch")
         attention_col.altair_chart(attention_chart(weights), width="stretch")
         attention_col.caption("Attention a per block: how each block mixed its K kernels for this image.")

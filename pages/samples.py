@@ -41,7 +41,7 @@ images, labels, indices = sample_batch(
 )
 names = [classes[i] for i in labels.tolist()]
 st.image([to_png_bytes(image, scale=2) for image in images],
-         caption=[f"{n + 1} · {name}" for n, name in enumerate(names)], width=64)
+         caption=[f"{n + 1} · {name}" for n, name in enumerate(names)], width=76)
 
 st.subheader("One image, bigger")
 if st.session_state.get("samples_pick", 1) > len(images):

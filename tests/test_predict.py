@@ -45,8 +45,8 @@ def test_the_file_name_is_not_trusted():
     "data, message",
     [
         (b"", "is empty"),
-        (b"hello, this is text and not an image\n" * 10, "is not a png, jpeg, webp, bmp or gif image"),
-        (encode(Image.new("L", (8, 8)), "TIFF"), "is not a png"),  # a real image, but not a decoder we open
+        (b"hello, this is text and not an image\n" * 10, "is not a PNG, JPEG, WebP, BMP or GIF image"),
+        (encode(Image.new("L", (8, 8)), "TIFF"), "is not a PNG"),  # a real image, but not a decoder we open
         (encode(noise(), "PNG")[:3000], "could not be decoded"),  # truncated (the whole file is ~7 kB)
         (encode(noise(), "JPEG")[:1000], "could not be decoded"),
     ],
