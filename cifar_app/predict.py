@@ -103,6 +103,8 @@ def prepare_upload(
         raise UploadError(f"{name} is empty.")
     notes: list[str] = []
     try:
+        # catch_warnings is process-wide, so two sessions decoding at once may see each other's filter; the
+        # explicit pixel check below is what makes the cap hold in every thread.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
