@@ -58,7 +58,8 @@ def confusion_chart(cells: pd.DataFrame, classes: list[str], normalized: bool = 
         name=CONFUSION_SELECTION, fields=["true", "predicted"], on="click", clear="dblclick", empty=False
     )
     base = alt.Chart(cells).encode(
-        x=alt.X("predicted:N", sort=classes, title="predicted class", axis=alt.Axis(labelAngle=-40, orient="top", labelOverlap=False)),
+        x=alt.X("predicted:N", sort=classes, title="predicted class",
+                axis=alt.Axis(labelAngle=-40, orient="top", labelOverlap=False)),
         y=alt.Y("true:N", sort=classes, title="true class", axis=alt.Axis(labelOverlap=False)),
     )
     heat = base.mark_rect().encode(
@@ -84,7 +85,7 @@ def top_k_chart(top: pd.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-            y=alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
+            y=alt.Y("class:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)),
             tooltip=["class:N", alt.Tooltip("probability:Q", format=".2%")],
         )
         # the height includes the axes (Streamlit fits the whole chart): ~26 px a bar plus the x axis
@@ -95,7 +96,7 @@ def top_k_chart(top: pd.DataFrame) -> alt.Chart:
 def attention_chart(weights: pd.DataFrame) -> alt.LayerChart:
     """Each block's mixing weights a as a blocks x K heatmap. `weights`: block, kernel, weight."""
     base = alt.Chart(weights).encode(
-        x=alt.X("kernel:O", title="kernel k"),
+        x=alt.X("kernel:O", title="kernel k", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("block:O", title="block", axis=alt.Axis(labelOverlap=False)),
     )
     heat = base.mark_rect().encode(

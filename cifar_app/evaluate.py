@@ -158,7 +158,8 @@ def most_confused(preds: Predictions, n: int = 5) -> pd.DataFrame:
     """The n largest off-diagonal cells: true, predicted, count, share (of the true class)."""
     frame = confusion_frame(preds)
     frame = frame[(frame["true"] != frame["predicted"]) & (frame["count"] > 0)]
-    return frame.sort_values(["count", "true", "predicted"], ascending=[False, True, True]).head(n).reset_index(drop=True)
+    frame = frame.sort_values(["count", "true", "predicted"], ascending=[False, True, True])
+    return frame.head(n).reset_index(drop=True)
 
 
 def top_k(probs: np.ndarray, classes: tuple[str, ...] = CLASSES, k: int = 3) -> list[tuple[str, float]]:

@@ -59,8 +59,10 @@ acc_col.metric("Test accuracy", f"{preds.accuracy:.2f}%")
 wrong_col.metric("Mistakes", f"{int((preds.predicted != preds.labels).sum()):,} of {len(preds):,}")
 if not pairs.empty:
     top = pairs.iloc[0]
-    pair_col.metric("Most confused", f"{top['true']} → {top['predicted']}",
-                    f"{top['count']} images ({top['share']:.1%} of {top['true']})", delta_color="off", delta_arrow="off")
+    pair_col.metric(
+        "Most confused", f"{top['true']} → {top['predicted']}",
+        f"{top['count']} images ({top['share']:.1%} of {top['true']})", delta_color="off", delta_arrow="off",
+    )
 
 st.subheader("Per class")
 metrics = evaluate.per_class_metrics(preds.labels, preds.predicted, preds.classes)

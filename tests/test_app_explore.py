@@ -1,7 +1,6 @@
 """The Samples, Evaluate and Predict pages in Streamlit's AppTest, each run on its own, with tiny data on disk
 and a tiny trained run (or with neither, when they must say how to get them)."""
 
-import numpy as np
 import pytest
 import streamlit as st
 import torch
@@ -167,12 +166,12 @@ def test_evaluate_with_an_uploaded_checkpoint_and_a_corrupt_one(data_dir, no_run
     at.file_uploader(key="evaluate_checkpoint").set_value(("tiny.pt", export_bytes(run), "application/octet-stream"))
     at.run()
     assert not at.exception and at.metric[0].label == "Test accuracy"
-    at.file_uploader(key="evaluate_checkpoint").set_value(("broken.pt", b"not a checkpoint", "application/octet-stream"))
+    at.file_uploader(key="evaluate_checkpoint").set_value(("broken.pt", b"not a checkpoint", "text/plain"))
     at.run()
     assert not at.exception and "broken.pt" in at.error[0].value and not at.metric
 
 
-def test_evaluate_without_data_or_model_says_how_to_get_them(no_data, no_runs):
+def test_evaluate_without_data_says_how_to_get_it(no_data, no_runs):
     assert "No CIFAR-10 here yet" in text_of(page("evaluate"))
 
 
@@ -216,4 +215,4 @@ def test_predict_a_random_test_image_shows_its_true_label(data_dir, runs_dir):
 def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):
     at = page("predict")
     assert "No trained model yet" in text_of(at) and "python -m cifar_app.train --preset quick" in text_of(at)
-    assert np.array_equal(len(at.file_uploader), 1)  # only the checkpoint uploader
+    assert len(at.file_uploader) == 1  # only the checkpoint uploader

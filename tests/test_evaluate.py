@@ -134,3 +134,5 @@ def test_evaluation_charts_build_from_the_frames(preds):
     assert charts.per_class_chart(per_class_metrics(LABELS, PREDICTED, CLASSES3), classes).to_dict()
     counts = pd.DataFrame({"split": ["train"] * 3, "class": classes, "count": [5, 6, 7]})
     assert charts.class_balance_chart(counts, classes).to_dict()["mark"]["type"] == "bar"
+    top = pd.DataFrame({"class": ["b", "a"], "probability": [0.7, 0.2]})
+    assert charts.top_k_chart(top).to_dict()["encoding"]["y"]["sort"] == "-x"  # most probable on top
