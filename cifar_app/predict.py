@@ -1,0 +1,179 @@
+"""Turning an uploaded file into what the model sees, and the model's answer for it.
+
+`prepare_upload` is the one door for user images. It trusts nothing about the file: the name and the
+browser's MIME type are ignored, only the accepted decoders may open it (`ACCEPTED_FORMATS`), the pixel
+count is checked from the header before anything is decoded (and Pillow's DecompressionBombWarning is an
+error), the decode itself runs inside the try, and every failure becomes an `UploadError` whose message
+names the file and the problem. Whatever decodes is made into a 32x32 RGB uint8 image the way a person
+expects: the EXIF orientation applied, the first frame of an animation, 16-bit samples scaled (not
+clipped), transparency over white, and only then RGB.
+
+`predict_images` runs the model on such images and returns the class probabilities together with each
+block's mixing weights a (B, K): the dynamic-convolution network's own view of an image.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from cifar_app.data import CLASSES, normalize
+from cifar_app.model import DynamicConvNet
+
+# Pillow's decoder names. (A phone's MPO file, a JPEG with extra preview frames, opens through JPEG.)
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "gif")
+ACCEPTED_NAMES = "PNG, JPEG, WebP, BMP or GIF"
+# 40 megapixels holds any phone photo; past it a small compressed file can still expand to gigabytes.
+MAX_PIXELS = 40_000_000
+SIDE = 32
+FITS = ("crop", "pad", "squash")
+# Large JPEGs decode at a reduced DCT scale no smaller than this: faster, and far less memory.
+DRAFT_SIZE = (512, 512)
+ORIENTATION_TAG = 0x0112
+
+
+class UploadError(ValueError):
+    """One uploaded file cannot be used; the message says which and why."""
+
+
+@dataclass
+class PreparedImage:
+    """An upload made ready for the model."""
+
+    name: str
+    original: Image.Image  # RGB, orientation applied (reduced for display when large)
+    image: torch.Tensor  # (3, 32, 32) uint8: exactly what the model gets
+    size: tuple[int, int]  # width, height of the file as stored
+    format: str
+    notes: list[str] = field(default_factory=list)  # what was done to it, in words
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit integer samples scaled to 0..255 (Pillow's convert would clip them to white)."""
+    pixels = np.asarray(img)
+    top = 65535 if img.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255
+    return Image.fromarray((pixels.astype(np.float64) * 255 / top).round().clip(0, 255).astype(np.uint8), "L")
+
+
+def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    if img.mode.startswith("I") or img.mode == "F":
+        notes.append(f"{'16' if img.mode.startswith('I;16') else '32'}-bit samples scaled to 8 bits")
+        img = _to_8bit(img)
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        notes.append("transparent parts shown over white")
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode != "RGB":
+        notes.append(f"converted from {img.mode} to RGB")
+        img = img.convert("RGB")
+    return img
+
+
+def to_square(img: Image.Image, fit: str = "crop", side: int = SIDE) -> Image.Image:
+    """`side` x `side`: the centre square (crop), the whole image on a black square (pad), or stretched."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}")
+    w, h = img.size
+    if fit == "crop" and w != h:
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    elif fit == "pad" and w != h:
+        s = max(w, h)
+        square = Image.new("RGB", (s, s))
+        square.paste(img, ((s - w) // 2, (s - h) // 2))
+        img = square
+    # BOX averages every source pixel (antialiased), like shrinking a photo should
+    return img.resize((side, side), Image.BOX if min(img.size) >= side else Image.BICUBIC)
+
+
+def prepare_upload(
+    data: bytes, name: str = "the file", fit: str = "crop", max_pixels: int = MAX_PIXELS,
+) -> PreparedImage:
+    """The file's first frame as the model's 32x32 RGB input; UploadError for anything unusable."""
+    if not data:
+        raise UploadError(f"{name} is empty.")
+    notes: list[str] = []
+    try:
+        # catch_warnings is process-wide, so two sessions decoding at once may see each other's filter; the
+        # explicit pixel check below is what makes the cap hold in every thread.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
+            size, fmt = img.size, img.format or "?"
+            # the header is read; refuse before decoding a single pixel
+            if size[0] * size[1] > max_pixels:
+                raise UploadError(
+                    f"{name} is {size[0]} x {size[1]} pixels ({size[0] * size[1] / 1e6:.0f} megapixels); images up "
+                    f"to {max_pixels / 1e6:.0f} megapixels are accepted. Shrink it and upload it again."
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+                notes.append(f"first of {img.n_frames} frames")
+            if fmt in ("JPEG", "MPO") and (size[0] > DRAFT_SIZE[0] * 2 or size[1] > DRAFT_SIZE[1] * 2):
+                img.draft(None, DRAFT_SIZE)
+            img.load()
+            orientation = img.getexif().get(ORIENTATION_TAG, 1)
+            if orientation not in (None, 1):
+                notes.append(f"turned upright (EXIF orientation {orientation})")
+            rgb = _to_rgb(ImageOps.exif_transpose(img), notes)
+    except UploadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UploadError(f"{name} declares far too many pixels to decode safely ({error}).") from error
+    except Image.UnidentifiedImageError as error:
+        raise UploadError(f"{name} is not a {ACCEPTED_NAMES} image (or it is damaged beyond reading).") from error
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        # truncated data, broken chunks, impossible headers: Pillow raises all of these
+        raise UploadError(f"{name} could not be decoded: {str(error) or type(error).__name__}.") from error
+    original = rgb.copy()
+    original.thumbnail((256, 256))
+    square = to_square(rgb, fit)
+    tensor = torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return PreparedImage(name, original, tensor, size, fmt, notes)
+
+
+@dataclass
+class ImagePredictions:
+    """The model's answer for a batch of images."""
+
+    probs: np.ndarray  # (B, C)
+    attention: list[np.ndarray]  # one (B, K) array per block
+    classes: tuple[str, ...] = CLASSES
+
+    def top(self, i: int, k: int = 5) -> pd.DataFrame:
+        """Image i's k most probable classes: class, probability (most probable first)."""
+        order = np.argsort(-self.probs[i], kind="stable")[:k]
+        return pd.DataFrame({"class": [self.classes[j] for j in order], "probability": self.probs[i][order]})
+
+    def attention_frame(self, i: int) -> pd.DataFrame:
+        """Image i's mixing weights in long form: block (1-based), kernel (1-based), weight."""
+        rows = [
+            {"block": b + 1, "kernel": k + 1, "weight": float(a[i, k])}
+            for b, a in enumerate(self.attention) for k in range(a.shape[1])
+        ]
+        return pd.DataFrame(rows, columns=["block", "kernel", "weight"])
+
+
+@torch.no_grad()
+def predict_images(
+    model: DynamicConvNet, images: torch.Tensor, device: torch.device | str = "cpu",
+    classes: tuple[str, ...] = CLASSES,
+) -> ImagePredictions:
+    """Probabilities and per-block attention for uint8 (B, 3, 32, 32) images, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits, attention = model.forward_with_attention(normalize(images.to(device)))
+    finally:
+        model.train(was_training)
+    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return ImagePredictions(probs, [a.float().cpu().numpy() for a in attention], tuple(classes))

@@ -1,0 +1,123 @@
+"""Evaluate: a trained model on the test set. Accuracy, per-class metrics, a confusion matrix whose cells
+open their images, the most confident mistakes, and the predictions as CSV."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run on its own: `streamlit run pages/evaluate.py`
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from cifar_app import evaluate  # noqa: E402
+from cifar_app.charts import CONFUSION_SELECTION, confusion_chart, per_class_chart  # noqa: E402
+from cifar_app.data import to_png_bytes  # noqa: E402
+from pages.models import get_data, pick_model, predictions_csv, test_predictions  # noqa: E402
+
+ANY = "any"
+
+
+def show_images(rows: pd.DataFrame, images, captions: list[str], limit: int, width: int = 128) -> None:
+    if rows.empty:
+        st.caption("No images here.")
+        return
+    shown = rows.head(limit)
+    st.image([to_png_bytes(images[i], scale=4) for i in shown["index"]], caption=captions[: len(shown)], width=width)
+    if len(rows) > limit:
+        st.caption(f"Showing the {limit} most confident of {len(rows):,}.")
+
+
+def apply_chart_click() -> None:
+    """A click on a confusion cell fills the two class pickers below the chart (which the page then reads)."""
+    event = st.session_state.get("evaluate_matrix")
+    points = (event or {}).get("selection", {}).get(CONFUSION_SELECTION) or []
+    if points:
+        st.session_state["evaluate_true"] = points[0]["true"]
+        st.session_state["evaluate_predicted"] = points[0]["predicted"]
+
+
+st.title("Evaluate")
+data = get_data()
+if data is None:
+    st.stop()
+choice = pick_model("evaluate")
+if choice is None:
+    st.stop()
+
+preds = test_predictions(choice, data)
+classes = list(preds.classes)
+images = data.test_images
+pairs = evaluate.most_confused(preds, n=1)
+st.caption(f"{choice.loaded.source} on the {len(preds):,} test images ({data.source}).")
+
+acc_col, wrong_col, pair_col = st.columns(3)
+acc_col.metric("Test accuracy", f"{preds.accuracy:.2f}%")
+wrong_col.metric("Mistakes", f"{int((preds.predicted != preds.labels).sum()):,} of {len(preds):,}")
+if not pairs.empty:
+    top = pairs.iloc[0]
+    pair_col.metric(
+        "Most confused", f"{top['true']} → {top['predicted']}",
+        f"{top['count']} images ({top['share']:.1%} of {top['true']})", delta_color="off", delta_arrow="off",
+    )
+
+st.subheader("Per class")
+metrics = evaluate.per_class_metrics(preds.labels, preds.predicted, preds.classes)
+table_col, chart_col = st.columns([1, 1])
+table_col.dataframe(
+    metrics, hide_index=True, key="evaluate_metrics",
+    column_config={name: st.column_config.NumberColumn(name, format="%.1f%%")
+                   for name in ("accuracy", "precision", "recall", "f1")},
+)
+chart_col.altair_chart(per_class_chart(metrics, classes), width="stretch")
+
+st.subheader("Confusion matrix")
+matrix_col, cell_col = st.columns([3, 2], gap="large")
+with matrix_col:
+    normalized = st.radio("Cells show", ["counts", "share of the true class"], horizontal=True,
+                          key="evaluate_normalized") != "counts"
+    st.altair_chart(
+        confusion_chart(evaluate.confusion_frame(preds), classes, normalized), width="stretch",
+        on_select=apply_chart_click, selection_mode=CONFUSION_SELECTION, key="evaluate_matrix",
+    )
+    st.caption("Click a cell to see its images (double-click clears), or pick the pair on the right.")
+with cell_col:
+    if not pairs.empty:
+        st.session_state.setdefault("evaluate_true", pairs.iloc[0]["true"])
+        st.session_state.setdefault("evaluate_predicted", pairs.iloc[0]["predicted"])
+    true_col, pred_col = st.columns(2)
+    true_name = true_col.selectbox("True class", classes, key="evaluate_true")
+    pred_name = pred_col.selectbox("Predicted as", classes, key="evaluate_predicted")
+    limit = st.selectbox("Show up to", [24, 48, 96, 200], key="evaluate_cell_limit")
+    cell = evaluate.select(preds, classes.index(true_name), classes.index(pred_name))
+    verb = "classified correctly" if true_name == pred_name else f"predicted as **{pred_name}**"
+    st.markdown(f"**{len(cell):,}** test images of **{true_name}** {verb}, the model's most confident first.")
+    show_images(cell, images, [f"#{i} · p={p:.2f}" for i, p in zip(cell["index"], cell["confidence"])], limit,
+                width=96)
+
+st.subheader("Most confident mistakes")
+f_true, f_pred, f_limit = st.columns([2, 2, 1])
+wrong_true = f_true.selectbox("True class", [ANY, *classes], key="evaluate_mistake_true")
+wrong_pred = f_pred.selectbox("Predicted as", [ANY, *classes], key="evaluate_mistake_predicted")
+wrong_limit = f_limit.selectbox("Show up to", [24, 48, 96, 200], key="evaluate_mistake_limit")
+wrong = evaluate.mistakes(
+    preds, None if wrong_true == ANY else classes.index(wrong_true),
+    None if wrong_pred == ANY else classes.index(wrong_pred),
+)
+st.markdown(f"**{len(wrong):,}** mistakes; under each: the true class → the prediction, then the top 3.")
+show_images(
+    wrong, images,
+    [f"{row['true']} → {row['predicted']} | {evaluate.describe_top(row, preds.classes)}"
+     for _, row in wrong.head(wrong_limit).iterrows()],
+    wrong_limit,
+)
+
+st.subheader("Export")
+st.download_button(
+    "Download the predictions (CSV)", predictions_csv(choice.key, data.source, preds),
+    file_name=f"predictions-{choice.label}.csv", mime="text/csv", key="evaluate_csv",
+    help="One row per test image: index, true class, predicted class, and the probability of every class.",
+)

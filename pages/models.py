@@ -1,0 +1,155 @@
+"""Shared by the Samples, Evaluate and Predict pages (not a page itself): the dataset, the model picker,
+and the test-set predictions, each loaded once and kept in Streamlit's resource cache.
+
+Cache keys name what the object was made from: the data root; a run's id, checkpoint and the checkpoint
+file's mtime (a run still training writes a new best.pt, and its mtime makes a new key); or the sha256 of
+an uploaded checkpoint. A rerun therefore never loads or predicts twice, and a changed file is never stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # when a page runs on its own (`streamlit run pages/evaluate.py`)
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from cifar_app import evaluate  # noqa: E402
+from cifar_app.checkpoints import CheckpointError, LoadedModel, load_model_file, load_run_model  # noqa: E402
+from cifar_app.data import (  # noqa: E402
+    Cifar10, DataFormatError, DataNotFound, candidate_paths, data_status, load_cifar10,
+)
+from cifar_app.device import pick_device  # noqa: E402
+from cifar_app.runs import Run, RunStore  # noqa: E402
+
+UPLOAD = "upload"
+HOW_TO_TRAIN = (
+    "Train one on the **Train** page (the `quick` preset takes a few minutes on a CPU), or from a terminal "
+    "with `python -m cifar_app.train --preset quick`; or choose **Upload a checkpoint** and hand in a model "
+    "file exported from the Runs page."
+)
+
+
+@dataclass
+class ModelChoice:
+    key: str  # what the model was loaded from, unique per file version
+    loaded: LoadedModel
+    label: str  # for captions and file names
+    run_id: str | None = None
+
+
+@st.cache_resource(show_spinner="Loading CIFAR-10…", max_entries=2)
+def _load_data(root: str) -> Cifar10:
+    return load_cifar10(root)
+
+
+def get_data() -> Cifar10 | None:
+    """The dataset, or None after telling the user where it was looked for and how to get it."""
+    found, root = data_status()
+    if found is None:
+        st.info(
+            f"No CIFAR-10 here yet (looked under `{root}`). Download it with the sidebar's button, or point "
+            "`CIFAR_DATA_DIR` at a copy and reload."
+        )
+        with st.expander("Where it was looked for, and every way to get it"):
+            st.code(str(DataNotFound(root, candidate_paths(root) if root.is_dir() else [root])), language=None)
+        return None
+    try:
+        return _load_data(str(root.resolve()))
+    except (DataNotFound, DataFormatError) as error:
+        st.error(str(error))
+        return None
+
+
+def device():
+    return pick_device("auto")
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _load_run(key: str, root: str, run_id: str, which: str) -> LoadedModel:
+    return load_run_model(RunStore(root).get(run_id), which, device())
+
+
+@st.cache_resource(show_spinner="Reading the checkpoint…", max_entries=2)
+def _load_upload(key: str, _data: bytes, name: str) -> LoadedModel:
+    return load_model_file(_data, device(), name)
+
+
+@st.cache_resource(show_spinner="Predicting the test set (once per model)…", max_entries=4)
+def _predictions(key: str, data_source: str, _loaded: LoadedModel, _data: Cifar10) -> evaluate.Predictions:
+    return evaluate.predict(_loaded.model, _data.test_images, _data.test_labels, device(), _loaded.classes)
+
+
+def test_predictions(choice: ModelChoice, data: Cifar10) -> evaluate.Predictions:
+    """The model's probabilities for the whole test split, computed once per (model file, dataset)."""
+    return _predictions(choice.key, data.source, choice.loaded, data)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def predictions_csv(key: str, data_source: str, _preds: evaluate.Predictions) -> bytes:
+    return evaluate.predictions_csv(_preds)
+
+
+def _models(store: RunStore) -> list[Run]:
+    return [r for r in store.runs() if r.has_checkpoint("best") or r.has_checkpoint("last")]
+
+
+def _describe(run: Run) -> str:
+    rows = run.metrics()
+    accs = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
+    best = f" · best test {max(accs):.2f}%" if accs else ""
+    return f"{run.name} · {run.status()} · {len(rows)} epochs{best}"
+
+
+def pick_model(page: str) -> ModelChoice | None:
+    """The model picker: a saved run (the newest finished or stopped one first) or an uploaded checkpoint.
+
+    Returns None, after saying what to do, while there is no usable model.
+    """
+    store = RunStore()
+    runs = _models(store)
+    by_id = {r.id: r for r in runs}
+    options = [r.id for r in runs] + [UPLOAD]
+    default = next((i for i, r in enumerate(runs) if r.status() in ("finished", "stopped")), 0)
+    labels = {r.id: _describe(r) for r in runs}
+    left, right = st.columns([3, 1])
+    choice = left.selectbox(
+        "Model", options, index=default, key=f"{page}_model",
+        format_func=lambda o: "Upload a checkpoint…" if o == UPLOAD else labels.get(o, o),
+        help="A saved run from the run store, or a model file exported from the Runs page.",
+    )
+    if choice == UPLOAD:
+        if not runs:
+            st.info(f"No trained model yet. {HOW_TO_TRAIN}")
+        file = st.file_uploader("Model checkpoint (.pt)", type=["pt", "pth"], key=f"{page}_checkpoint")
+        if file is None:
+            return None
+        raw = file.getvalue()
+        key = "upload:" + hashlib.sha256(raw).hexdigest()
+        try:
+            loaded = _load_upload(key, raw, file.name)
+        except CheckpointError as error:
+            st.error(str(error))
+            return None
+        return ModelChoice(key, loaded, Path(file.name).stem)
+
+    run = by_id[choice]
+    which = right.radio(
+        "Checkpoint", ["best", "last"], horizontal=True, key=f"{page}_which",
+        help="best: the epoch with the highest test (or validation) accuracy; last: where training ended.",
+    )
+    if not run.has_checkpoint(which):
+        which = "last" if which == "best" else "best"
+    path = run.checkpoint_path(which)
+    try:
+        key = f"run:{run.path.resolve()}:{which}:{path.stat().st_mtime_ns}"
+        loaded = _load_run(key, str(store.root), run.id, which)
+    except (CheckpointError, OSError) as error:
+        st.error(f"Run {run.name} cannot be loaded: {error}")
+        return None
+    return ModelChoice(key, loaded, f"{run.id}-{which}", run.id)

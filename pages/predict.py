@@ -1,0 +1,103 @@
+"""Predict: a trained model on your own images (or a random test image): the 32 x 32 input it actually
+sees, its top-k classes, and the attention weights each dynamic-convolution block gave the image."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run on its own: `streamlit run pages/predict.py`
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cifar_app.charts import attention_chart, top_k_chart  # noqa: E402
+from cifar_app.data import data_status, to_png_bytes  # noqa: E402
+from cifar_app.predict import (  # noqa: E402
+    ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, predict_images, prepare_upload,
+)
+from pages.models import device, get_data, pick_model  # noqa: E402
+
+log = logging.getLogger(__name__)
+FIT_HELP = {"crop": "the centre square", "pad": "the whole image, black bars", "squash": "the whole image, stretched"}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def prepare(data: bytes, name: str, fit: str) -> PreparedImage | str:
+    """The prepared image, or the message for this file alone (cached: reruns do not decode again)."""
+    try:
+        return prepare_upload(data, name, fit)
+    except UploadError as error:
+        return str(error)
+    except Exception as error:  # a decoder bug must cost one file, never the page
+        log.exception("unexpected failure reading %s", name)
+        return f"{name} could not be read ({type(error).__name__}: {error})."
+
+
+st.title("Predict")
+choice = pick_model("predict")
+if choice is None:
+    st.stop()
+st.caption(f"{choice.loaded.source}: {choice.loaded.config.blocks} blocks, K = {choice.loaded.config.k}.")
+
+upload_col, options_col = st.columns([3, 1])
+files = upload_col.file_uploader(
+    f"Images ({ACCEPTED_NAMES})", type=list(UPLOAD_TYPES), accept_multiple_files=True,
+    key="predict_files", help="Each file is read on its own: one bad file gets a message, the rest a prediction.",
+)
+fit = options_col.radio("Make it square by", FITS, key="predict_fit", format_func=lambda f: f"{f}: {FIT_HELP[f]}")
+k = options_col.slider("Top classes", 1, len(choice.loaded.classes), 5, key="predict_k")
+
+found, _ = data_status()
+if found is not None and upload_col.button("Try a random test image", key="predict_random"):
+    st.session_state["predict_random_index"] = random.randrange(10_000)
+
+items: list[tuple[str, PreparedImage | str, str | None]] = []
+if found is not None and "predict_random_index" in st.session_state:
+    data = get_data()
+    if data is not None:
+        index = st.session_state["predict_random_index"] % len(data.test_labels)
+        image = data.test_images[index]
+        original = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((128, 128), Image.NEAREST)
+        true = data.classes[int(data.test_labels[index])]
+        name = f"test image #{index}"
+        items.append((name, PreparedImage(name, original, image, (32, 32), "test"), true))
+for file in files or []:
+    items.append((file.name, prepare(file.getvalue(), file.name, fit), None))
+
+if not items:
+    st.info("Upload one or more images, or try a random test image.")
+    st.stop()
+
+ready = [(name, item, true) for name, item, true in items if isinstance(item, PreparedImage)]
+result = None
+if ready:
+    result = predict_images(choice.loaded.model, torch.stack([item.image for _, item, _ in ready]), device(),
+                            choice.loaded.classes)
+row = 0
+for name, item, true in items:
+    if isinstance(item, str):
+        st.error(item, icon=":material/block:")
+        continue
+    top = result.top(row, k)
+    weights = result.attention_frame(row)
+    row += 1
+    with st.container(border=True):
+        answer = top.iloc[0]
+        verdict = ""
+        if true is not None:
+            verdict = " ✓ correct" if answer["class"] == true else f" ✗ (it is a {true})"
+        st.markdown(f"**{name}** → **{answer['class']}** ({answer['probability']:.1%}){verdict}")
+        original_col, seen_col, top_col, attention_col = st.columns([3, 2, 5, 4])
+        original_col.image(item.original, caption=f"as uploaded, {item.size[0]} x {item.size[1]}", width=160)
+        seen_col.image(to_png_bytes(item.image, scale=4), caption="what the model sees (32 x 32)", width=128)
+        if item.notes:
+            original_col.caption("; ".join(item.notes))
+        top_col.altair_chart(top_k_chart(top), width="stretch")
+        attention_col.altair_chart(attention_chart(weights), width="stretch")
+        attention_col.caption("Attention a per block: how each block mixed its K kernels for this image.")

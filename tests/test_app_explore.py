@@ -1,0 +1,218 @@
+"""The Samples, Evaluate and Predict pages in Streamlit's AppTest, each run on its own, with tiny data on disk
+and a tiny trained run (or with neither, when they must say how to get them)."""
+
+import pytest
+import streamlit as st
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from cifar_app import evaluate
+from cifar_app.checkpoints import export_bytes, load_run_model
+from cifar_app.runs import RunStore
+from conftest import ROOT, tiny_cifar, write_batches
+from explore_helpers import encode, png_header_only, striped, trained_runs_dir
+
+TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    write_batches(root)  # 200 training and 100 test images, 10 of each class in the test split
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "nothing-here"))
+
+
+@pytest.fixture
+def runs_dir(monkeypatch):
+    root = trained_runs_dir()
+    monkeypatch.setenv("CIFAR_RUNS_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def no_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def engine_predictions(run):
+    loaded = load_run_model(run, "best")
+    data = tiny_cifar()
+    return evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def text_of(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "info", "error", "caption", "warning") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def captions(at: AppTest) -> list[list[str]]:
+    return [image.captions for image in at.image]
+
+
+# -- Samples
+
+
+def test_samples_shows_a_batch_filters_draws_again_and_previews_augmentation(data_dir):
+    at = page("samples")
+    grid = captions(at)[0]
+    assert len(grid) == 100 and grid[0].startswith("1 · ")
+    assert {c.split(" · ")[1] for c in grid} <= set(evaluate.CLASSES)
+
+    at.radio(key="samples_split").set_value("test").run()
+    at.multiselect(key="samples_classes").set_value(["cat"]).run()
+    grid = captions(at)[0]
+    assert len(grid) == 10 and all(c.endswith("· cat") for c in grid)  # the tiny test split has 10 cats
+
+    before = at.image[0].value
+    at.multiselect(key="samples_classes").set_value([]).run()
+    first = at.image[0].value
+    at.button(key="samples_new").click().run()
+    assert at.image[0].value != first and at.image[0].value != before
+
+    at.number_input(key="samples_pick").set_value(3).run()
+    assert "test image #" in captions(at)[1][0]
+    at.slider(key="samples_versions").set_value(4).run()
+    at.slider(key="samples_cutout").set_value(8).run()
+    assert captions(at)[2] == ["original", "version 1", "version 2", "version 3", "version 4"]
+    assert not at.exception
+    assert len(at.get("vega_lite_chart")) == 1  # the class balance
+
+
+def test_samples_without_data_says_how_to_get_it(no_data):
+    at = page("samples")
+    assert "No CIFAR-10 here yet" in text_of(at) and "CIFAR_DATA_DIR" in text_of(at)
+
+
+# -- Evaluate
+
+
+def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(data_dir, runs_dir):
+    at = page("evaluate")
+    run = RunStore(runs_dir).runs()[0]
+    assert at.selectbox(key="evaluate_model").value == run.id
+    accuracy = float(at.metric[0].value.rstrip("%"))
+    assert 10 < accuracy <= 100
+    assert len(at.dataframe[0].value) == 10
+    assert len(at.get("vega_lite_chart")) == 2  # per-class bars and the confusion matrix
+
+    # the pair pickers (which a click on the chart fills) open that cell's images, most confident first
+    preds = engine_predictions(run)
+    pair = evaluate.most_confused(preds, n=1).iloc[0]
+    assert at.selectbox(key="evaluate_true").value == pair["true"]  # the most confused pair by default
+    for true, predicted in [("cat", "cat"), (pair["true"], pair["predicted"])]:
+        at.selectbox(key="evaluate_true").set_value(true).run()
+        at.selectbox(key="evaluate_predicted").set_value(predicted).run()
+        cell = evaluate.select(preds, evaluate.CLASSES.index(true), evaluate.CLASSES.index(predicted))
+        verb = "classified correctly" if true == predicted else f"predicted as **{predicted}**"
+        assert f"**{len(cell)}** test images of **{true}** {verb}" in text_of(at)
+        shown = captions(at)[0] if len(cell) else []
+        assert [c.split(" · ")[0] for c in shown] == [f"#{i}" for i in cell["index"][:24]]
+
+    at.radio(key="evaluate_normalized").set_value("share of the true class").run()
+    assert not at.exception
+
+    at.selectbox(key="evaluate_mistake_true").set_value(pair["true"]).run()
+    wrong = evaluate.mistakes(preds, true=evaluate.CLASSES.index(pair["true"]))
+    assert f"**{len(wrong)}** mistakes" in text_of(at)
+    mistake_captions = captions(at)[-1]
+    assert len(mistake_captions) == min(24, len(wrong))
+    assert all(c.startswith(f"{pair['true']} → ") and c.count("·") == 2 for c in mistake_captions)
+    assert at.get("download_button")
+
+
+def test_evaluate_predicts_the_test_set_once_per_model(data_dir, runs_dir, monkeypatch):
+    calls = []
+    real = evaluate.predict
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "predict", counting)
+    at = page("evaluate")
+    at.radio(key="evaluate_normalized").set_value("share of the true class").run()
+    at.selectbox(key="evaluate_true").set_value("dog").run()
+    assert len(calls) == 1
+    at.radio(key="evaluate_which").set_value("last").run()  # another file: predicted once more
+    assert len(calls) == 2 and not at.exception
+
+
+def test_evaluate_with_an_uploaded_checkpoint_and_a_corrupt_one(data_dir, no_runs):
+    at = page("evaluate")
+    assert "No trained model yet" in text_of(at) and "Train" in text_of(at)
+    run = RunStore(trained_runs_dir()).runs()[0]
+    at.file_uploader(key="evaluate_checkpoint").set_value(("tiny.pt", export_bytes(run), "application/octet-stream"))
+    at.run()
+    assert not at.exception and at.metric[0].label == "Test accuracy"
+    at.file_uploader(key="evaluate_checkpoint").set_value(("broken.pt", b"not a checkpoint", "text/plain"))
+    at.run()
+    assert not at.exception and "broken.pt" in at.error[0].value and not at.metric
+
+
+def test_evaluate_without_data_says_how_to_get_it(no_data, no_runs):
+    assert "No CIFAR-10 here yet" in text_of(page("evaluate"))
+
+
+# -- Predict
+
+
+def bad_and_good_files():
+    return [
+        ("card.png", encode(striped(), "PNG"), "image/png"),
+        ("notes.png", b"this is not an image", "image/png"),
+        ("bomb.png", png_header_only(20_000, 20_000), "image/png"),
+        ("empty.gif", b"", "image/gif"),
+        ("gray.jpg", encode(Image.new("L", (50, 30), 90), "JPEG"), "image/jpeg"),
+    ]
+
+
+def test_predict_answers_each_upload_and_gives_bad_files_their_own_message(no_data, runs_dir):
+    at = page("predict")
+    assert "Upload one or more images" in text_of(at)
+    at.file_uploader(key="predict_files").set_value(bad_and_good_files()).run()
+    assert not at.exception
+    answers = [m.value for m in at.markdown if " → **" in m.value]
+    assert [a.split("**")[1] for a in answers] == ["card.png", "gray.jpg"]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 3
+    assert "notes.png" in errors[0] and "bomb.png" in errors[1] and "pixels" in errors[1] and "empty" in errors[2]
+    assert len(at.get("vega_lite_chart")) == 4  # top-k and attention for each of the two good files
+    assert any("converted from L to RGB" in c.value for c in at.caption)
+    at.slider(key="predict_k").set_value(2).run()
+    at.radio(key="predict_fit").set_value("pad").run()
+    assert not at.exception
+
+
+def test_predict_a_random_test_image_shows_its_true_label(data_dir, runs_dir):
+    at = page("predict")
+    at.button(key="predict_random").click().run()
+    answer = next(m.value for m in at.markdown if m.value.startswith("**test image #"))
+    assert "correct" in answer or "it is a" in answer
+
+
+def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):
+    at = page("predict")
+    assert "No trained model yet" in text_of(at) and "python -m cifar_app.train --preset quick" in text_of(at)
+    assert len(at.file_uploader) == 1  # only the checkpoint uploader
