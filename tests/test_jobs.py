@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from cifar_app import jobs
 from cifar_app.config import ConfigError
@@ -15,9 +16,12 @@ from conftest import tiny_config
 
 @pytest.fixture
 def manager(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads, and they spin when the cores are shared
     manager = JobManager(RunStore(tmp_path / "runs"), report_interval_s=0)
     yield manager
     assert manager.shutdown(), "the training thread did not end"
+    torch.set_num_threads(threads)
 
 
 def wait_for(condition, timeout=60.0):
