@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # than growing without bound (each snapshot copies the list).
 MAX_LOSS_POINTS = 4000
 JOIN_TIMEOUT_S = 10.0
+CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
+EVAL_COST = 1 / 3  # an image's forward pass costs about a third of its training step (forward + backward)
 
 
 class JobBusy(RuntimeError):
@@ -265,3 +267,13 @@ class JobManager:
             if result.run is not None:
                 state.run_id, state.run_path = result.run.id, str(result.run.path)
                 state.run_name = state.run_name or result.run.id
+
+
+def estimate_seconds(config: TrainConfig, images_per_s: float) -> tuple[float, float]:
+    """Rough (seconds per epoch, seconds for the run) on full CIFAR-10 at a measured training speed."""
+    train_images = CIFAR10_TRAIN_IMAGES - config.val_size
+    if config.train_subset:
+        train_images = min(train_images, config.train_subset)
+    eval_images = (config.val_size + CIFAR10_TEST_IMAGES / config.eval_every) * (2 if config.tta_flip else 1)
+    epoch = (train_images + eval_images * EVAL_COST) / max(images_per_s, 1e-9)
+    return epoch, epoch * config.epochs
