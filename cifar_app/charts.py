@@ -44,7 +44,7 @@ def loss_chart(epochs: pd.DataFrame, total_epochs: int | None = None) -> alt.Cha
         .mark_line(point=True, color=LOSS_COLOUR)
         .encode(
             x=_epoch_axis(total_epochs),
-            y=alt.Y("train_loss:Q", title="training loss", scale=alt.Scale(zero=False)),
+            y=alt.Y("train_loss:Q", title="training loss", scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~f")),
             tooltip=[alt.Tooltip("epoch:Q", title="epoch"), alt.Tooltip("train_loss:Q", title="training loss", format=".4f")],
         )
         .properties(height=CHART_HEIGHT)
@@ -86,15 +86,18 @@ def accuracy_chart(
     best = epochs[epochs["epoch"] == best_epoch] if best_epoch is not None else epochs.iloc[0:0]
     if len(best):
         row = best.iloc[0]
-        label = f"best ({selection}): epoch {int(row['epoch'])}, test {row['test_acc']:.2f}%"
-        mark = pd.DataFrame({"epoch": [int(row["epoch"])], "accuracy": [row["test_acc"]], "label": [label]})
+        epoch = int(row["epoch"])
+        label = f"best ({selection}): epoch {epoch}, test {row['test_acc']:.2f}%"
+        mark = pd.DataFrame({"epoch": [epoch], "accuracy": [row["test_acc"]], "label": [label]})
         base = alt.Chart(mark).encode(x=_epoch_axis(total_epochs))
+        last = total_epochs or int(epochs["epoch"].max())
+        right_half = epoch > (1 + last) / 2  # keep the label inside the plot: it reads towards the middle
         layers += [
             base.mark_rule(strokeDash=[4, 4], color="#495057"),
             base.mark_point(shape="diamond", size=140, filled=True, color="#212529").encode(
                 y="accuracy:Q", tooltip=[alt.Tooltip("label:N", title="best epoch")]),
-            base.mark_text(align="left", dx=6, dy=-10, fontSize=11, color="#212529").encode(
-                y="accuracy:Q", text="label:N"),
+            base.mark_text(align="right" if right_half else "left", dx=-5 if right_half else 5, baseline="top",
+                           fontSize=11, color="#212529").encode(y=alt.value(2), text="label:N"),
         ]
     return alt.layer(*layers, title="Accuracy per epoch").properties(height=CHART_HEIGHT)
 
@@ -117,7 +120,7 @@ def batch_loss_chart(points: pd.DataFrame, smoothing: float = DEFAULT_SMOOTHING)
             x=alt.X("position:Q", title="epoch", scale=alt.Scale(zero=False)),
             y=alt.Y("value:Q", title="training loss", scale=alt.Scale(zero=False)),
             color=alt.Color("series:N", title=None, sort=["raw", "smoothed"],
-                            scale=alt.Scale(domain=["raw", "smoothed"], range=["#f3b3c8", LOSS_COLOUR]),
+                            scale=alt.Scale(domain=["raw", "smoothed"], range=["#eba2bc", LOSS_COLOUR]),
                             legend=alt.Legend(orient="bottom")),
             strokeWidth=alt.condition(alt.datum.series == "smoothed", alt.value(2.2), alt.value(1.2)),
             tooltip=[alt.Tooltip("epoch:Q"), alt.Tooltip("batch:Q"), alt.Tooltip("series:N"),

@@ -34,7 +34,7 @@ PRESET_TEXT = {
     "quick": "quick: narrow, 3 epochs on a CPU",
     "best": "best: the strongest 25-epoch recipe",
 }
-CPU_PROBE_BATCH = 64  # the speed probe's batch on a CPU: a few seconds at most, close enough to larger batches
+CPU_PROBE_BATCH = 32  # the speed probe's batch on a CPU: a second or two, and CPUs gain little from larger batches
 
 
 def _grid(mantissas: tuple[float, ...], exponents: range, top: float) -> list[float]:
@@ -189,7 +189,7 @@ def training_speed(config: TrainConfig, may_measure: bool) -> float | None:
         return None
     probe = TrainConfig(blocks=config.blocks, k=config.k, width=config.width, batch_size=batch, impl=config.impl,
                         precision=config.precision, data_dir="")
-    speed = bench.measure_images_per_s(probe, device, batches=2)
+    speed = bench.measure_images_per_s(probe, device, batches=2 if device.type != "cpu" else 1)
     with lock:
         memo[key] = speed
     return speed
@@ -210,14 +210,16 @@ def model_summary(config: TrainConfig, job_running: bool) -> None:
     columns[0].metric("Parameters", f"{params / 1e6:.2f} M", help="trainable weights of the network")
     columns[1].metric("Multiply-adds per image", f"{macs / 1e6:.0f} M",
                       help="one forward pass of one 32x32 image, counting the K convolutions of each block")
+    slot = columns[2].empty()
+    slot.metric("Time per epoch", "…", help="measuring the training speed of this model on this device")
     speed = training_speed(config, may_measure=not job_running)
     if speed is None:
-        columns[2].metric("Time per epoch", "—", help="measured on this device when no run is training")
+        slot.metric("Time per epoch", "—", help="measured on this device when no run is training")
         return
     epoch_s, run_s = estimate_seconds(config, speed)
-    columns[2].metric("Time per epoch (rough)", f"≈ {duration(epoch_s)}",
-                      help=f"from {speed:,.0f} training images/s measured on a few synthetic batches of this "
-                           "model on this device, plus the test pass")
+    slot.metric("Time per epoch (rough)", f"≈ {duration(epoch_s)}",
+                help=f"from {speed:,.0f} training images/s measured on a few synthetic batches of this model on "
+                     "this device, plus the test pass")
     st.caption(f"≈ {duration(run_s)} for {config.epochs} epochs on {common.device_description()} "
                f"({speed:,.0f} training images/s measured).")
 
@@ -326,10 +328,10 @@ def live_view(job_id: int, polling: bool) -> None:
         with st.container(key="batch_loss_chart"):
             st.altair_chart(charts.batch_loss_chart(charts.loss_frame(snap.loss_rows())), width="stretch")
         st.caption(
-            "Each light point is the mean training loss of the batches since the previous report (about four a "
-            "second), so single noisy batches show; the dark line is its exponential moving average (each point "
-            f"keeps {charts.DEFAULT_SMOOTHING:.0%} of the previous average), which shows the trend. Training loss "
-            "is measured with augmentation and label smoothing, so it need not fall to zero."
+            "The light line is the mean training loss of the batches since the previous report (about four a "
+            "second), so the noise of single batches shows; the dark line is its exponential moving average (each "
+            f"point keeps {charts.DEFAULT_SMOOTHING:.0%} of the previous average), which shows the trend. With label "
+            "smoothing or augmentation on, the training loss does not fall to zero."
         )
     if snap.epochs:
         epoch_table(snap)
