@@ -18,6 +18,8 @@ CHART_HEIGHT = 260
 # The running loss is smoothed by an exponential moving average: each smoothed point keeps this share of the
 # previous smoothed value and takes the rest from the new report (TensorBoard's "smoothing" slider).
 DEFAULT_SMOOTHING = 0.8
+# A chart a few hundred pixels wide shows no more than this many batch-loss points; more only cost time.
+MAX_LOSS_POINTS_DRAWN = 600
 
 
 def _epoch_axis(total_epochs: int | None) -> alt.X:
@@ -25,11 +27,13 @@ def _epoch_axis(total_epochs: int | None) -> alt.X:
     return alt.X("epoch:Q", title="epoch", scale=scale, axis=alt.Axis(tickMinStep=1, format="d"))
 
 
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds", "images_per_s")
+
+
 def epoch_frame(rows: list[dict]) -> pd.DataFrame:
     """Per-epoch rows (EpochEvent.row() or a run's metrics.csv rows) as a DataFrame with every metric column."""
-    columns = ["epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds", "images_per_s"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({c: "float64" for c in columns if c != "epoch"}).astype({"epoch": "int64"})
+    frame = pd.DataFrame(rows, columns=list(EPOCH_COLUMNS))
+    return frame.astype({c: "float64" for c in EPOCH_COLUMNS if c != "epoch"}).astype({"epoch": "int64"})
 
 
 def loss_frame(rows: list[dict]) -> pd.DataFrame:
@@ -107,9 +111,24 @@ def smoothed(values: pd.Series, smoothing: float = DEFAULT_SMOOTHING) -> pd.Seri
     return values.ewm(alpha=1 - smoothing, adjust=False).mean()
 
 
-def batch_loss_chart(points: pd.DataFrame, smoothing: float = DEFAULT_SMOOTHING) -> alt.Chart:
-    """The running training loss report by report (`position` in epochs, `loss`): raw and smoothed."""
+def thinned(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """Every k-th row (and the last) so that at most about `max_points` remain."""
+    if len(frame) <= max_points:
+        return frame
+    step = -(-len(frame) // max_points)
+    keep = list(range(0, len(frame), step))
+    if keep[-1] != len(frame) - 1:
+        keep.append(len(frame) - 1)
+    return frame.iloc[keep]
+
+
+def batch_loss_chart(
+    points: pd.DataFrame, smoothing: float = DEFAULT_SMOOTHING, max_points: int = MAX_LOSS_POINTS_DRAWN
+) -> alt.Chart:
+    """The running training loss report by report (`position` in epochs, `loss`): raw and smoothed (before
+    thinning to `max_points`, so the average sees every report)."""
     frame = points.assign(smoothed=smoothed(points["loss"], smoothing)) if len(points) else points.assign(smoothed=[])
+    frame = thinned(frame, max_points)
     long = frame.melt(id_vars=["position", "epoch", "batch"], value_vars=["loss", "smoothed"],
                       var_name="series", value_name="value")
     long["series"] = long["series"].map({"loss": "raw", "smoothed": "smoothed"})

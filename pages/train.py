@@ -297,6 +297,14 @@ def end_summary(snap: JobSnapshot) -> None:
         st.caption(f"Saved in `{snap.run_path}`.")
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def epoch_chart_specs(rows: tuple[tuple, ...], total: int, best: int | None, selection: str) -> tuple[dict, dict]:
+    """The per-epoch charts as Vega-Lite specs, built once per new epoch rather than on every tick."""
+    frame = charts.epoch_frame([dict(zip(charts.EPOCH_COLUMNS, row)) for row in rows])
+    return (charts.loss_chart(frame, total).to_dict(),
+            charts.accuracy_chart(frame, best, total, selection).to_dict())
+
+
 def live_view(job_id: int, polling: bool) -> None:
     """The job as it is now; while it trains this reruns alone about once a second."""
     snap = common.job_manager().snapshot()
@@ -315,15 +323,14 @@ def live_view(job_id: int, polling: bool) -> None:
         end_summary(snap)
     if not snap.epochs and not snap.losses:
         return
-    total = snap.total_epochs
-    frame = charts.epoch_frame(snap.epoch_rows())
     best = snap.best
+    rows = tuple(tuple(row[c] for c in charts.EPOCH_COLUMNS) for row in snap.epoch_rows())
+    loss_spec, accuracy_spec = epoch_chart_specs(rows, snap.total_epochs, best.epoch if best else None, snap.selection)
     left, right = st.columns(2)
     with left.container(key="loss_chart"):
-        st.altair_chart(charts.loss_chart(frame, total), width="stretch")
+        st.vega_lite_chart(spec=loss_spec, width="stretch")
     with right.container(key="accuracy_chart"):
-        st.altair_chart(charts.accuracy_chart(frame, best.epoch if best else None, total, snap.selection),
-                        width="stretch")
+        st.vega_lite_chart(spec=accuracy_spec, width="stretch")
     if snap.losses:
         with st.container(key="batch_loss_chart"):
             st.altair_chart(charts.batch_loss_chart(charts.loss_frame(snap.loss_rows())), width="stretch")

@@ -44,3 +44,13 @@ def test_the_running_loss_is_drawn_raw_and_smoothed():
     assert sorted({d["series"] for d in data}) == ["raw", "smoothed"] and len(data) == 8
     assert charts.loss_chart(charts.epoch_frame(rows(2))).to_dict()["mark"]["point"] is True
     assert charts.batch_loss_chart(charts.loss_frame([])).to_dict()
+
+
+def test_a_long_run_draws_a_thinned_loss_line_smoothed_over_every_report():
+    points = charts.loss_frame([{"epoch": 1, "batch": i, "position": i / 5000, "loss": float(i % 2)}
+                                for i in range(1, 5001)])
+    spec = charts.batch_loss_chart(points, max_points=100).to_dict()
+    data = spec["datasets"][spec["data"]["name"]]
+    raw = [d for d in data if d["series"] == "raw"]
+    assert 90 <= len(raw) <= 101 and raw[-1]["batch"] == 5000
+    assert abs([d for d in data if d["series"] == "smoothed"][-1]["value"] - 0.5) < 0.1
