@@ -91,16 +91,17 @@ def accuracy_chart(
     if len(best):
         row = best.iloc[0]
         epoch = int(row["epoch"])
-        label = f"best ({selection}): epoch {epoch}, test {row['test_acc']:.2f}%"
+        label = f"best{' (val)' if selection == 'validation' else ''}: epoch {epoch}, {row['test_acc']:.2f}%"
         mark = pd.DataFrame({"epoch": [epoch], "accuracy": [row["test_acc"]], "label": [label]})
         base = alt.Chart(mark).encode(x=_epoch_axis(total_epochs))
-        last = total_epochs or int(epochs["epoch"].max())
-        right_half = epoch > (1 + last) / 2  # keep the label inside the plot: it reads towards the middle
+        last = max(total_epochs or 0, int(epochs["epoch"].max()), 2)
+        # keep the label inside a narrow plot: right of the rule in the first ~40% of the axis, else left of it
+        right_side = (epoch - 1) / (last - 1) > 0.4
         layers += [
             base.mark_rule(strokeDash=[4, 4], color="#495057"),
             base.mark_point(shape="diamond", size=140, filled=True, color="#212529").encode(
                 y="accuracy:Q", tooltip=[alt.Tooltip("label:N", title="best epoch")]),
-            base.mark_text(align="right" if right_half else "left", dx=-5 if right_half else 5, baseline="top",
+            base.mark_text(align="right" if right_side else "left", dx=-5 if right_side else 5, baseline="top",
                            fontSize=11, color="#212529").encode(y=alt.value(2), text="label:N"),
         ]
     return alt.layer(*layers, title="Accuracy per epoch").properties(height=CHART_HEIGHT)

@@ -195,13 +195,20 @@ def training_speed(config: TrainConfig, may_measure: bool) -> float | None:
     return speed
 
 
+def config_line(config: TrainConfig) -> str:
+    """The run's recipe in one line: its preset (or custom) and the numbers that matter most."""
+    name = matching_preset(config) or "custom"
+    return (f"{name} · {config.blocks} blocks, width {config.width}, K={config.k} · {config.optimizer} lr "
+            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {config.epochs} epochs")
+
+
 def duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
+    """Short enough for a metric in a quarter of the page: 45 s, 16.5 min, 2.3 h."""
     if seconds < 90:
-        return f"{seconds} s"
+        return f"{max(0, round(seconds))} s"
     if seconds < 5400:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def model_summary(config: TrainConfig, job_running: bool) -> None:
@@ -317,20 +324,26 @@ def live_view(job_id: int, polling: bool) -> None:
         return
     title = snap.run_name or "new run"
     st.subheader(f"{'Training' if snap.running else 'Last run'}: {title}", anchor=False)
+    if snap.config is not None:  # this tab's form may show other values than the run it is watching
+        st.caption(config_line(snap.config))
     if snap.running:
         progress_view(snap)
     else:
         end_summary(snap)
     if not snap.epochs and not snap.losses:
         return
-    best = snap.best
-    rows = tuple(tuple(row[c] for c in charts.EPOCH_COLUMNS) for row in snap.epoch_rows())
-    loss_spec, accuracy_spec = epoch_chart_specs(rows, snap.total_epochs, best.epoch if best else None, snap.selection)
-    left, right = st.columns(2)
-    with left.container(key="loss_chart"):
-        st.vega_lite_chart(spec=loss_spec, width="stretch")
-    with right.container(key="accuracy_chart"):
-        st.vega_lite_chart(spec=accuracy_spec, width="stretch")
+    if snap.epochs:
+        best = snap.best
+        rows = tuple(tuple(row[c] for c in charts.EPOCH_COLUMNS) for row in snap.epoch_rows())
+        loss_spec, accuracy_spec = epoch_chart_specs(rows, snap.total_epochs, best.epoch if best else None,
+                                                     snap.selection)
+        left, right = st.columns(2)
+        with left.container(key="loss_chart"):
+            st.vega_lite_chart(spec=loss_spec, width="stretch")
+        with right.container(key="accuracy_chart"):
+            st.vega_lite_chart(spec=accuracy_spec, width="stretch")
+    else:
+        st.caption("The loss and accuracy per epoch appear here when epoch 1 ends; the running loss is below.")
     if snap.losses:
         with st.container(key="batch_loss_chart"):
             st.altair_chart(charts.batch_loss_chart(charts.loss_frame(snap.loss_rows())), width="stretch")

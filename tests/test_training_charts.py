@@ -22,7 +22,7 @@ def test_the_accuracy_chart_has_a_point_per_epoch_and_marks_the_best_epoch():
     spec = charts.accuracy_chart(frame, best_epoch=3, total_epochs=25).to_dict()
     lines, rule, *_ = layer_data(spec)
     assert {r["series"] for r in lines} == {"training", "test"}  # no validation split: no validation line
-    assert len(lines) == 6 and rule[0]["epoch"] == 3 and "epoch 3, test 62.00%" in rule[0]["label"]
+    assert len(lines) == 6 and rule[0]["epoch"] == 3 and rule[0]["label"] == "best: epoch 3, 62.00%"
     assert spec["layer"][0]["encoding"]["x"]["scale"]["domain"] == [1, 25]
     assert any(t["field"] == "accuracy" for t in spec["layer"][0]["encoding"]["tooltip"])
 
