@@ -6,7 +6,6 @@ live view redraws a snapshot of it in a fragment about once a second while a run
 
 from __future__ import annotations
 
-import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
