@@ -1,4 +1,8 @@
-"""Altair chart builders: pure functions, a DataFrame in and a chart out, no Streamlit and no I/O."""
+"""Altair chart builders for the dashboard: pure functions, a DataFrame in and a chart out.
+
+No Streamlit, no state and no I/O here, so every chart can be built and inspected in a test. Colours follow
+one palette across pages so that 'test accuracy' is the same colour wherever it appears.
+"""
 
 from __future__ import annotations
 
@@ -108,3 +112,144 @@ def attention_chart(weights: pd.DataFrame) -> alt.LayerChart:
         color=alt.condition("datum.weight > 0.6", alt.value("white"), alt.value("#222")),
     )
     return alt.layer(heat, text).properties(height=70 + 24 * weights["block"].nunique())
+
+
+# training charts
+
+ACCURACY_SERIES = {"train_acc": "training", "val_acc": "validation", "test_acc": "test"}
+ACCURACY_COLOURS = {"training": "#8c96a8", "validation": "#f08c00", "test": "#1c7ed6"}
+LOSS_COLOUR = "#c2255c"
+CHART_HEIGHT = 260
+# The running loss is smoothed by an exponential moving average: each smoothed point keeps this share of the
+# previous smoothed value and takes the rest from the new report (TensorBoard's "smoothing" slider).
+DEFAULT_SMOOTHING = 0.8
+# A chart a few hundred pixels wide shows no more than this many batch-loss points; more only cost time.
+MAX_LOSS_POINTS_DRAWN = 600
+
+
+def _epoch_axis(total_epochs: int | None) -> alt.X:
+    scale = alt.Scale(domain=[1, max(2, total_epochs)], nice=False) if total_epochs else alt.Scale(zero=False)
+    return alt.X("epoch:Q", title="epoch", scale=scale, axis=alt.Axis(tickMinStep=1, format="d"))
+
+
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds", "images_per_s")
+
+
+def epoch_frame(rows: list[dict]) -> pd.DataFrame:
+    """Per-epoch rows (EpochEvent.row() or a run's metrics.csv rows) as a DataFrame with every metric column."""
+    frame = pd.DataFrame(rows, columns=list(EPOCH_COLUMNS))
+    return frame.astype({c: "float64" for c in EPOCH_COLUMNS if c != "epoch"}).astype({"epoch": "int64"})
+
+
+def loss_frame(rows: list[dict]) -> pd.DataFrame:
+    """Batch-loss reports (epoch, batch, position in epochs, loss) as a DataFrame."""
+    return pd.DataFrame(rows, columns=["epoch", "batch", "position", "loss"])
+
+
+def loss_chart(epochs: pd.DataFrame, total_epochs: int | None = None) -> alt.Chart:
+    """Training loss per epoch, a point per epoch with its value in the tooltip."""
+    return (
+        alt.Chart(epochs, title="Training loss per epoch")
+        .mark_line(point=True, color=LOSS_COLOUR)
+        .encode(
+            x=_epoch_axis(total_epochs),
+            y=alt.Y("train_loss:Q", title="training loss", scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~f")),
+            tooltip=[alt.Tooltip("epoch:Q", title="epoch"), alt.Tooltip("train_loss:Q", title="training loss", format=".4f")],
+        )
+        .properties(height=CHART_HEIGHT)
+    )
+
+
+def accuracy_chart(
+    epochs: pd.DataFrame, best_epoch: int | None = None, total_epochs: int | None = None, selection: str = "test"
+) -> alt.LayerChart:
+    """Training, validation and test accuracy per epoch, with the best epoch marked by a dashed rule.
+
+    `best_epoch` is the engine's choice (by validation accuracy when there is a split, else test accuracy:
+    `selection` names which); the chart only draws it.
+    """
+    present = [c for c in ACCURACY_SERIES if c in epochs and epochs[c].notna().any()]
+    long = (
+        epochs.melt(id_vars=["epoch"], value_vars=present, var_name="series", value_name="accuracy")
+        .dropna(subset=["accuracy"])
+        .assign(series=lambda d: d["series"].map(ACCURACY_SERIES))
+    )
+    shown = [ACCURACY_SERIES[c] for c in present]
+    colour = alt.Color(
+        "series:N", title=None, sort=shown,
+        scale=alt.Scale(domain=shown, range=[ACCURACY_COLOURS[s] for s in shown]),
+        legend=alt.Legend(orient="bottom"),
+    )
+    lines = (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=_epoch_axis(total_epochs),
+            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(zero=False)),
+            color=colour,
+            tooltip=[alt.Tooltip("epoch:Q", title="epoch"), alt.Tooltip("series:N", title="accuracy"),
+                     alt.Tooltip("accuracy:Q", title="%", format=".2f")],
+        )
+    )
+    layers: list[alt.Chart] = [lines]
+    best = epochs[epochs["epoch"] == best_epoch] if best_epoch is not None else epochs.iloc[0:0]
+    if len(best):
+        row = best.iloc[0]
+        epoch = int(row["epoch"])
+        label = f"best{' (val)' if selection == 'validation' else ''}: epoch {epoch}, {row['test_acc']:.2f}%"
+        mark = pd.DataFrame({"epoch": [epoch], "accuracy": [row["test_acc"]], "label": [label]})
+        base = alt.Chart(mark).encode(x=_epoch_axis(total_epochs))
+        last = max(total_epochs or 0, int(epochs["epoch"].max()), 2)
+        # keep the label inside a narrow plot: right of the rule in the first ~40% of the axis, else left of it
+        right_side = (epoch - 1) / (last - 1) > 0.4
+        layers += [
+            base.mark_rule(strokeDash=[4, 4], color="#495057"),
+            base.mark_point(shape="diamond", size=140, filled=True, color="#212529").encode(
+                y="accuracy:Q", tooltip=[alt.Tooltip("label:N", title="best epoch")]),
+            base.mark_text(align="right" if right_side else "left", dx=-5 if right_side else 5, baseline="top",
+                           fontSize=11, color="#212529").encode(y=alt.value(2), text="label:N"),
+        ]
+    return alt.layer(*layers, title="Accuracy per epoch").properties(height=CHART_HEIGHT)
+
+
+def smoothed(values: pd.Series, smoothing: float = DEFAULT_SMOOTHING) -> pd.Series:
+    """Exponential moving average: s_i = smoothing * s_(i-1) + (1 - smoothing) * x_i, starting at x_0."""
+    return values.ewm(alpha=1 - smoothing, adjust=False).mean()
+
+
+def thinned(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """Every k-th row (and the last) so that at most about `max_points` remain."""
+    if len(frame) <= max_points:
+        return frame
+    step = -(-len(frame) // max_points)
+    keep = list(range(0, len(frame), step))
+    if keep[-1] != len(frame) - 1:
+        keep.append(len(frame) - 1)
+    return frame.iloc[keep]
+
+
+def batch_loss_chart(
+    points: pd.DataFrame, smoothing: float = DEFAULT_SMOOTHING, max_points: int = MAX_LOSS_POINTS_DRAWN
+) -> alt.Chart:
+    """The running training loss report by report (`position` in epochs, `loss`): raw and smoothed (before
+    thinning to `max_points`, so the average sees every report)."""
+    frame = points.assign(smoothed=smoothed(points["loss"], smoothing)) if len(points) else points.assign(smoothed=[])
+    frame = thinned(frame, max_points)
+    long = frame.melt(id_vars=["position", "epoch", "batch"], value_vars=["loss", "smoothed"],
+                      var_name="series", value_name="value")
+    long["series"] = long["series"].map({"loss": "raw", "smoothed": "smoothed"})
+    return (
+        alt.Chart(long, title="Running training loss")
+        .mark_line()
+        .encode(
+            x=alt.X("position:Q", title="epoch", scale=alt.Scale(zero=False)),
+            y=alt.Y("value:Q", title="training loss", scale=alt.Scale(zero=False)),
+            color=alt.Color("series:N", title=None, sort=["raw", "smoothed"],
+                            scale=alt.Scale(domain=["raw", "smoothed"], range=["#eba2bc", LOSS_COLOUR]),
+                            legend=alt.Legend(orient="bottom")),
+            strokeWidth=alt.condition(alt.datum.series == "smoothed", alt.value(2.2), alt.value(1.2)),
+            tooltip=[alt.Tooltip("epoch:Q"), alt.Tooltip("batch:Q"), alt.Tooltip("series:N"),
+                     alt.Tooltip("value:Q", title="loss", format=".4f")],
+        )
+        .properties(height=CHART_HEIGHT)
+    )

@@ -1,0 +1,134 @@
+"""What every page shares: the process-wide training job, the data folder, and the sidebar.
+
+The job manager lives in `st.cache_resource`, so there is one per server process, shared by every tab,
+page and rerun (session state is per tab and lost on refresh: never the owner of a thread). Pages read the
+job with `job_manager().snapshot()`; the run that just ended is `snapshot().run_id` in `runs_store()`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from cifar_app import data as cifar_data
+from cifar_app.config import default_data_dir
+from cifar_app.device import describe_device, pick_device
+from cifar_app.jobs import JobManager, JobSnapshot
+from cifar_app.runs import RunStore
+
+DATA_DIR_KEY = "data_dir"
+POLL_S = 1.0  # how often an open tab redraws the live parts while a run trains
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    """The one training job of this server process (runs are saved under $CIFAR_RUNS_DIR or ./runs)."""
+    return JobManager(RunStore())
+
+
+def runs_store() -> RunStore:
+    """The run store the job saves into."""
+    return job_manager().store
+
+
+@st.cache_resource(show_spinner=False)
+def speed_memo() -> tuple[threading.Lock, dict]:
+    """Measured training speeds, keyed by what sets the speed; shared by every tab of the process."""
+    return threading.Lock(), {}
+
+
+@st.cache_resource(show_spinner=False)
+def device_description() -> str:
+    return describe_device(pick_device("auto"))
+
+
+def data_dir() -> str:
+    """The data folder the sidebar shows (the same on every page)."""
+    return st.session_state.get(DATA_DIR_KEY) or default_data_dir()
+
+
+def job_line(snap: JobSnapshot) -> str:
+    """The job's state in a few words."""
+    if snap.status == "idle":
+        return "Idle: no run started since the app started."
+    if snap.running:
+        if snap.stop_requested:
+            return "Stopping after this batch…"
+        if snap.progress is None:
+            return f"Running: {snap.message or 'starting'}…"
+        return f"Running: epoch {snap.progress.epoch} of {snap.progress.epochs}"
+    if snap.status == "failed":
+        return f"Failed: {snap.reason.splitlines()[0] if snap.reason else 'unknown reason'}"
+    best = snap.best
+    accuracy = f", best test accuracy {best.test_acc:.2f}% (epoch {best.epoch})" if best else ""
+    return f"{snap.status.capitalize()}{accuracy}"
+
+
+def run_fraction(snap: JobSnapshot) -> float:
+    """How much of the planned run is done, 0..1."""
+    if snap.progress is None or not snap.total_epochs:
+        return 0.0
+    p = snap.progress
+    return min(1.0, (p.epoch - 1 + p.batch / p.batches) / p.epochs)
+
+
+def _sidebar_job(polling: bool) -> None:
+    snap = job_manager().snapshot()
+    if polling and not snap.running:
+        st.rerun()  # the run ended: redraw the whole page once, which stops the polling
+    line = job_line(snap)
+    if snap.running:
+        st.progress(run_fraction(snap), text=line)
+        st.caption(snap.run_name or snap.message)
+    elif snap.status == "failed":
+        st.error(line)
+    elif snap.status == "stopped":
+        st.warning(line)
+    elif snap.status == "finished":
+        st.success(line)
+    else:
+        st.caption(line)
+
+
+def _download(root) -> None:
+    bar = st.progress(0.0, text="Connecting…")
+
+    def progress(done: int, total: int) -> None:
+        text = f"Downloading CIFAR-10: {done / 2**20:.0f} of {total / 2**20:.0f} MB" if total else "Downloading…"
+        bar.progress(min(1.0, done / total) if total else 0.0, text=text)
+
+    try:
+        cifar_data.download_cifar10(root, progress=progress)
+    except (OSError, cifar_data.DataFormatError) as error:  # ConnectionError is an OSError
+        bar.empty()
+        st.error(str(error))
+    else:
+        bar.progress(1.0, text="Downloaded and extracted.")
+        st.rerun()
+
+
+def sidebar() -> None:
+    """The sidebar of every page: the device, whether the data is ready, and the training job."""
+    st.session_state.setdefault(DATA_DIR_KEY, default_data_dir())
+    with st.sidebar:
+        st.markdown("**Device**")
+        st.caption(device_description())
+
+        st.markdown("**Data**")
+        st.text_input("Data folder", key=DATA_DIR_KEY,
+                      help="Where CIFAR-10 is, or where to download it: the original python batches or an "
+                           "image folder (train/<class>/, test/<class>/), here or one folder down.")
+        found, root = cifar_data.data_status(data_dir())
+        if found is not None:
+            st.caption(f":material/check_circle: CIFAR-10 ready: {found.describe()}")
+        else:
+            st.warning(f"No CIFAR-10 under `{root}`.")
+            if st.button("Download CIFAR-10 (163 MB)", key="download_data", icon=":material/download:"):
+                _download(root)
+            st.caption("Or type the path of a copy you have above, or extract one there, e.g. "
+                       f"`tar -xzf cifar10-jpeg.tar.gz -C {root}`.")
+
+        st.markdown("**Training job**")
+        running = job_manager().running
+        st.fragment(_sidebar_job, run_every=POLL_S if running else None)(running)

@@ -1,0 +1,416 @@
+"""The Train page: every hyperparameter as a widget, presets, a model summary, Start/Stop and the live view.
+
+The page never trains: Start hands the config to the process-wide job (pages.common.job_manager) and the
+live view redraws a snapshot of it in a fragment about once a second while a run trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from cifar_app import bench, charts
+from cifar_app.config import (
+    DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, SCHEDULES, ConfigError, TrainConfig,
+    matching_preset, preset,
+)
+from cifar_app.data import DataFormatError, DataNotFound, data_status
+from cifar_app.device import DeviceError, pick_device
+from cifar_app.jobs import JobBusy, JobSnapshot, estimate_seconds
+from cifar_app.model import build_model, summarize
+from pages import common
+
+PAGES_DIR = Path(__file__).resolve().parent
+PREFIX = "cfg_"  # session-state keys of the hyperparameter widgets: cfg_<TrainConfig field>
+FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name != "data_dir"]  # the data folder is in the sidebar
+HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
+DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
+PRESET_TEXT = {
+    "seed": "seed: the coursework (25 epochs)",
+    "quick": "quick: narrow, 3 epochs on a CPU",
+    "best": "best: the strongest 25-epoch recipe",
+}
+CPU_PROBE_BATCH = 32  # the speed probe's batch on a CPU: a second or two, and CPUs gain little from larger batches
+
+
+def _grid(mantissas: tuple[float, ...], exponents: range, top: float) -> list[float]:
+    return [v for e in exponents for m in mantissas if (v := float(f"{m}e{e}")) <= top]
+
+
+LR_GRID = _grid((1, 1.5, 2, 3, 4, 5, 6, 8), range(-5, 1), 1.0)
+WD_GRID = [0.0, *_grid((1, 2, 3, 5), range(-6, -1), 0.05)]
+WIDTHS = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def sci(value: float) -> str:
+    """1e-3, 4e-3, 1.5e-4, 0: learning rates and weight decays as people write them."""
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+# -- the form's state --------------------------------------------------------------------------------------
+
+
+def _typed(name: str, value: Any) -> Any:
+    kind = type(DEFAULTS[name])
+    return kind(value) if kind in (int, float, bool, str) else value
+
+
+def init_form(config: TrainConfig) -> None:
+    """Give every widget without a value the config's value (first visit; widgets keep theirs afterwards)."""
+    for name in FORM_FIELDS:
+        st.session_state.setdefault(PREFIX + name, _typed(name, getattr(config, name)))
+
+
+def form_config() -> TrainConfig:
+    values = {name: _typed(name, st.session_state[PREFIX + name]) for name in FORM_FIELDS}
+    for name, value in values.items():
+        if isinstance(value, float):
+            values[name] = round(value, 10)  # 0.1 + 0.05 steps of a slider, not 0.15000000000000002
+    return TrainConfig(data_dir=common.data_dir(), **values)
+
+
+def apply_preset() -> None:
+    """The preset control's callback: fill in every hyperparameter of the preset (not where/how it runs)."""
+    name = st.session_state.get("preset")
+    if name in PRESETS:
+        chosen = preset(name)
+        for field_name in FORM_FIELDS:
+            if field_name not in RUNTIME_FIELDS:
+                st.session_state[PREFIX + field_name] = getattr(chosen, field_name)
+
+
+# -- widgets ----------------------------------------------------------------------------------------------
+
+LABELS = {
+    "download": "Download if absent", "train_subset": "Training subset (images, 0 = all)",
+    "val_size": "Validation split (images)", "augment": "Augment: random crop and flip", "cutout": "Cutout (pixels)",
+    "blocks": "Blocks", "k": "K: convolutions mixed per block", "width": "Width (channels of the first stage)",
+    "attn_temperature": "Attention temperature at epoch 1", "attn_anneal_epochs": "Anneal the temperature over (epochs)",
+    "zero_init_bn": "Start residual blocks as identity", "epochs": "Epochs", "batch_size": "Batch size",
+    "optimizer": "Optimizer", "lr": "Learning rate", "weight_decay": "Weight decay", "momentum": "SGD momentum",
+    "schedule": "Learning-rate schedule", "warmup_epochs": "Warm-up (epochs)", "label_smoothing": "Label smoothing",
+    "tta_flip": "Test-time flip (TTA)", "seed": "Random seed", "device": "Device", "impl": "Dynamic-conv implementation",
+    "precision": "Precision", "compile": "torch.compile", "eval_every": "Test every (epochs)", "name": "Run name",
+}
+
+
+def _options(grid: list, name: str) -> list:
+    """A widget's choices, with the current value added when a loaded config sits between grid points."""
+    return sorted({*grid, st.session_state[PREFIX + name]})
+
+
+def widget(name: str, kind: str, **kwargs: Any) -> None:
+    common_args = dict(key=PREFIX + name, help=HELP[name], persist_state="session")
+    label = LABELS[name]
+    if kind == "slider":
+        kwargs["max_value"] = max(kwargs["max_value"], st.session_state[PREFIX + name])
+        st.slider(label, **kwargs, **common_args)
+    elif kind == "number":
+        st.number_input(label, **kwargs, **common_args)
+    elif kind == "select_slider":
+        st.select_slider(label, **kwargs, **common_args)
+    elif kind == "select":
+        st.selectbox(label, **kwargs, **common_args)
+    elif kind == "check":
+        st.checkbox(label, **kwargs, **common_args)
+    elif kind == "text":
+        st.text_input(label, **kwargs, **common_args)
+
+
+def hyperparameter_widgets() -> None:
+    data_tab, model_tab, optim_tab, run_tab = st.tabs(["Data", "Model", "Optimisation", "Run"])
+    with data_tab:
+        widget("train_subset", "number", min_value=0, max_value=50_000, step=1000)
+        widget("val_size", "number", min_value=0, max_value=25_000, step=1000)
+        widget("augment", "check")
+        widget("cutout", "slider", min_value=0, max_value=32, step=1)
+        widget("download", "check")
+    with model_tab:
+        widget("blocks", "slider", min_value=1, max_value=30, step=1)
+        widget("k", "slider", min_value=1, max_value=16, step=1)
+        widget("width", "select_slider", options=_options(WIDTHS, "width"))
+        widget("attn_temperature", "number", min_value=0.1, max_value=100.0, step=1.0, format="%.1f")
+        widget("attn_anneal_epochs", "number", min_value=0, max_value=500, step=1)
+        widget("zero_init_bn", "check")
+    with optim_tab:
+        widget("epochs", "slider", min_value=1, max_value=100, step=1)
+        widget("batch_size", "select_slider", options=_options(BATCH_SIZES, "batch_size"))
+        widget("optimizer", "select", options=OPTIMIZERS)
+        widget("lr", "select_slider", options=_options(LR_GRID, "lr"), format_func=sci)
+        widget("weight_decay", "select_slider", options=_options(WD_GRID, "weight_decay"), format_func=sci)
+        widget("momentum", "slider", min_value=0.0, max_value=0.99, step=0.01,
+               disabled=st.session_state[PREFIX + "optimizer"] != "sgd")
+        widget("schedule", "select", options=SCHEDULES)
+        widget("warmup_epochs", "number", min_value=0.0, max_value=500.0, step=0.5, format="%.1f")
+        widget("label_smoothing", "slider", min_value=0.0, max_value=0.5, step=0.05)
+        widget("tta_flip", "check")
+    with run_tab:
+        widget("seed", "number", min_value=0, max_value=2**31 - 1, step=1)
+        widget("device", "select", options=DEVICES)
+        widget("impl", "select", options=IMPLS)
+        widget("precision", "select", options=PRECISIONS)
+        widget("compile", "check")
+        widget("eval_every", "number", min_value=1, max_value=500, step=1)
+        widget("name", "text", placeholder="generated from the date")
+
+
+# -- the model summary ------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def model_size(blocks: int, k: int, width: int) -> tuple[int, int]:
+    """(parameters, multiply-adds per image) of the network these three numbers describe."""
+    summary = summarize(build_model(TrainConfig(blocks=blocks, k=k, width=width, data_dir=""), "cpu"))
+    return summary.params, summary.macs
+
+
+def training_speed(config: TrainConfig, may_measure: bool) -> float | None:
+    """Training images/s of this model on this device: measured once per shape, None when not measured yet
+    and measuring now would compete with a run that is training."""
+    try:
+        device = pick_device(config.device)
+    except DeviceError:
+        return None
+    batch = config.batch_size if device.type != "cpu" else min(config.batch_size, CPU_PROBE_BATCH)
+    key = (device.type, config.blocks, config.k, config.width, batch, config.impl, config.precision)
+    lock, memo = common.speed_memo()
+    with lock:
+        if key in memo:
+            return memo[key]
+    if not may_measure:
+        return None
+    probe = TrainConfig(blocks=config.blocks, k=config.k, width=config.width, batch_size=batch, impl=config.impl,
+                        precision=config.precision, data_dir="")
+    speed = bench.measure_images_per_s(probe, device, batches=2 if device.type != "cpu" else 1)
+    with lock:
+        memo[key] = speed
+    return speed
+
+
+def config_line(config: TrainConfig) -> str:
+    """The run's recipe in one line: its preset (or custom) and the numbers that matter most."""
+    name = matching_preset(config) or "custom"
+    return (f"{name} · {config.blocks} blocks, width {config.width}, K={config.k} · {config.optimizer} lr "
+            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {config.epochs} epochs")
+
+
+def duration(seconds: float) -> str:
+    """Short enough for a metric in a quarter of the page: 45 s, 16.5 min, 2.3 h."""
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def model_summary(config: TrainConfig, job_running: bool) -> None:
+    params, macs = model_size(config.blocks, config.k, config.width)
+    columns = st.columns(3)
+    columns[0].metric("Parameters", f"{params / 1e6:.2f} M", help="trainable weights of the network")
+    columns[1].metric("Multiply-adds per image", f"{macs / 1e6:.0f} M",
+                      help="one forward pass of one 32x32 image, counting the K convolutions of each block")
+    slot = columns[2].empty()
+    slot.metric("Time per epoch", "…", help="measuring the training speed of this model on this device")
+    speed = training_speed(config, may_measure=not job_running)
+    if speed is None:
+        slot.metric("Time per epoch", "—", help="measured on this device when no run is training")
+        return
+    epoch_s, run_s = estimate_seconds(config, speed)
+    slot.metric("Time per epoch (rough)", f"≈ {duration(epoch_s)}",
+                help=f"from {speed:,.0f} training images/s measured on a few synthetic batches of this model on "
+                     "this device, plus the test pass")
+    st.caption(f"≈ {duration(run_s)} for {config.epochs} epochs on {common.device_description()} "
+               f"({speed:,.0f} training images/s measured).")
+
+
+# -- the live view ----------------------------------------------------------------------------------------
+
+
+def epoch_table(snap: JobSnapshot) -> None:
+    frame = charts.epoch_frame(snap.epoch_rows())
+    if not frame["val_acc"].notna().any():
+        frame = frame.drop(columns="val_acc")
+    st.dataframe(
+        frame, hide_index=True, key="epoch_table",
+        column_config={
+            "epoch": st.column_config.NumberColumn("epoch", format="%d"),
+            "train_loss": st.column_config.NumberColumn("training loss", format="%.4f"),
+            "train_acc": st.column_config.NumberColumn("training accuracy", format="%.2f%%"),
+            "val_acc": st.column_config.NumberColumn("validation accuracy", format="%.2f%%"),
+            "test_acc": st.column_config.NumberColumn("test accuracy", format="%.2f%%"),
+            "lr": st.column_config.NumberColumn("learning rate", format="%.2e"),
+            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+            "images_per_s": st.column_config.NumberColumn("images/s", format="%.0f"),
+        },
+    )
+    st.download_button("Download the epochs as CSV", frame.to_csv(index=False).encode(), on_click="ignore",
+                       file_name=f"{snap.run_id or 'run'}-epochs.csv", mime="text/csv", key="epochs_csv",
+                       icon=":material/download:")
+    with st.expander("The coursework's per-epoch lines"):
+        st.code("\n".join(snap.lines()), language=None)
+
+
+def progress_view(snap: JobSnapshot) -> None:
+    p = snap.progress
+    if p is None:
+        st.progress(0.0, text=f"{snap.message or 'Starting'}…")
+        return
+    st.progress(p.batch / p.batches, text=f"Epoch {p.epoch} of {p.epochs}: batch {p.batch} of {p.batches}"
+                + (" (stopping after this batch)" if snap.stop_requested else ""))
+    columns = st.columns(4)
+    columns[0].metric("Images/s", f"{p.images_per_s:,.0f}")
+    columns[1].metric("Elapsed", duration(p.elapsed_s), help="training time of this run so far")
+    columns[2].metric("Epoch ETA", duration(p.epoch_eta_s), help="until this epoch's training ends (then the test pass)")
+    columns[3].metric("Run ETA", duration(p.run_eta_s), help="until the last epoch's training ends, at the pace so far")
+
+
+def end_summary(snap: JobSnapshot) -> None:
+    if snap.status == "failed":
+        st.error(f"The run failed: {snap.reason}", icon=":material/error:")
+    elif snap.status == "stopped":
+        st.warning(f"The run was {snap.reason or 'stopped'}. What it learned is saved.", icon=":material/stop_circle:")
+    else:
+        st.success(f"The run finished {len(snap.epochs)} epochs.", icon=":material/check_circle:")
+    best, final = snap.best, snap.final
+    if not snap.epochs:
+        return
+    last = snap.epochs[-1]
+    columns = st.columns(4)
+    if best is not None:
+        columns[0].metric("Best test accuracy", f"{best.test_acc:.2f}%", help=(
+            "at the epoch with the best validation accuracy" if snap.selection == "validation" else
+            "picked by test accuracy, as the coursework did: this flatters the result (hold out a validation "
+            "split to pick honestly)"))
+        columns[0].caption(f"epoch {best.epoch}" + (" (by validation)" if snap.selection == "validation" else ""))
+    if final is not None:
+        columns[1].metric("Final test accuracy", f"{final.test_acc:.2f}%")
+        columns[1].caption(f"epoch {final.epoch}")
+    columns[2].metric("Final training accuracy", f"{last.train_acc:.2f}%")
+    columns[2].caption(f"training loss {last.train_loss:.4f}")
+    columns[3].metric("Time", duration(snap.seconds or snap.elapsed_s))
+    columns[3].caption(f"{len(snap.epochs)} of {snap.total_epochs} epochs")
+    if snap.run_id:
+        if (PAGES_DIR / "evaluate.py").is_file():
+            st.page_link("pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
+                         icon=":material/grid_on:", query_params={"run": snap.run_id})
+        st.caption(f"Saved in `{snap.run_path}`.")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def epoch_chart_specs(rows: tuple[tuple, ...], total: int, best: int | None, selection: str) -> tuple[dict, dict]:
+    """The per-epoch charts as Vega-Lite specs, built once per new epoch rather than on every tick."""
+    frame = charts.epoch_frame([dict(zip(charts.EPOCH_COLUMNS, row)) for row in rows])
+    return (charts.loss_chart(frame, total).to_dict(),
+            charts.accuracy_chart(frame, best, total, selection).to_dict())
+
+
+def live_view(job_id: int, polling: bool) -> None:
+    """The job as it is now; while it trains this reruns alone about once a second."""
+    snap = common.job_manager().snapshot()
+    if polling and (snap.job_id != job_id or not snap.running):
+        st.rerun()  # the run ended (or another tab started one): redraw the page once, and stop polling
+    if snap.status == "idle":
+        st.info("Pick a preset or set the hyperparameters, then press **Start training**. The curves appear here "
+                "as the run trains; you can leave the page, reload it or open another tab meanwhile.",
+                icon=":material/info:")
+        return
+    title = snap.run_name or "new run"
+    st.subheader(f"{'Training' if snap.running else 'Last run'}: {title}", anchor=False)
+    if snap.config is not None:  # this tab's form may show other values than the run it is watching
+        st.caption(config_line(snap.config))
+    if snap.running:
+        progress_view(snap)
+    else:
+        end_summary(snap)
+    if not snap.epochs and not snap.losses:
+        return
+    if snap.epochs:
+        best = snap.best
+        rows = tuple(tuple(row[c] for c in charts.EPOCH_COLUMNS) for row in snap.epoch_rows())
+        loss_spec, accuracy_spec = epoch_chart_specs(rows, snap.total_epochs, best.epoch if best else None,
+                                                     snap.selection)
+        left, right = st.columns(2)
+        with left.container(key="loss_chart"):
+            st.vega_lite_chart(spec=loss_spec, width="stretch")
+        with right.container(key="accuracy_chart"):
+            st.vega_lite_chart(spec=accuracy_spec, width="stretch")
+    else:
+        st.caption("The loss and accuracy per epoch appear here when epoch 1 ends; the running loss is below.")
+    if snap.losses:
+        with st.container(key="batch_loss_chart"):
+            st.altair_chart(charts.batch_loss_chart(charts.loss_frame(snap.loss_rows())), width="stretch")
+        st.caption(
+            "The light line is the mean training loss of the batches since the previous report (about four a "
+            "second), so the noise of single batches shows; the dark line is its exponential moving average (each "
+            f"point keeps {charts.DEFAULT_SMOOTHING:.0%} of the previous average), which shows the trend. With label "
+            "smoothing or augmentation on, the training loss does not fall to zero."
+        )
+    if snap.epochs:
+        epoch_table(snap)
+
+
+# -- the page ---------------------------------------------------------------------------------------------
+
+st.title("Train", anchor=False)
+st.caption("The coursework's dynamic-convolution CNN on CIFAR-10: choose the hyperparameters, start a run, "
+           "watch it learn.")
+manager = common.job_manager()
+init_form(preset("seed"))
+config = form_config()
+st.session_state["preset"] = matching_preset(config)  # shows 'custom' (nothing picked) once a value is changed
+
+settings, main = st.columns([1, 2], gap="large")
+with settings:
+    st.segmented_control("Preset", list(PRESETS), key="preset", required=True, on_change=apply_preset,
+                         format_func=lambda name: name, help="\n".join(f"- {PRESET_TEXT.get(n, n)}" for n in PRESETS))
+    if st.session_state["preset"] is None:
+        st.caption("custom: changed from the presets")
+    else:
+        st.caption(PRESET_TEXT.get(st.session_state["preset"], ""))
+    hyperparameter_widgets()
+config = form_config()
+
+with main:
+    summary_box = st.container()
+    problems = config.validate()
+    found, root = data_status(config.data_dir)
+    if found is None and not config.download:
+        problems.append(f"there is no CIFAR-10 under {root}: download it from the sidebar, tick 'Download if "
+                        "absent' (Data tab), or type the folder of a copy in the sidebar.")
+    try:
+        pick_device(config.device)
+    except DeviceError as error:
+        problems.append(str(error))
+    if problems:
+        st.error("This configuration cannot run:\n" + "\n".join(f"- {p}" for p in problems), icon=":material/block:")
+
+    start_col, stop_col = st.columns(2)
+    start = start_col.button("Start training", key="start", type="primary", icon=":material/play_arrow:",
+                             disabled=bool(problems), width="stretch")
+    stop = stop_col.button("Stop", key="stop", icon=":material/stop:", disabled=not manager.running,
+                           width="stretch", help="stops within one batch; what was learned is saved")
+    if start:
+        try:
+            manager.start(config)
+        except JobBusy as error:
+            st.warning(f"Not started: {error}", icon=":material/hourglass_top:")
+        except (ConfigError, DeviceError, DataNotFound, DataFormatError) as error:
+            st.error(f"Not started: {error}", icon=":material/block:")
+        else:
+            st.rerun()  # redraw with Stop enabled and the live view polling
+    if stop and manager.stop():
+        st.toast("Stopping after this batch…", icon=":material/stop_circle:")
+
+    snap = manager.snapshot()
+    st.fragment(live_view, run_every=common.POLL_S if snap.running else None)(snap.job_id, snap.running)
+
+# Last, because measuring the speed of a new model shape takes a few seconds: the page is drawn meanwhile.
+with summary_box:
+    model_summary(config, job_running=manager.running)

@@ -1,0 +1,200 @@
+"""The dashboard and its Train page through Streamlit's AppTest: the widgets, the presets, Start and Stop.
+
+AppTest runs the script in this process, so the job manager the page uses is the one `common.job_manager()`
+returns here; the fixture clears Streamlit's caches and stops the job between tests. AppTest does not tick
+`run_every` timers: a test reruns the page itself once the job has moved on (the browser test sees the ticks).
+`rerun` runs the whole app again as a browser does: left alone, an AppTest of an app with a pages/ folder
+reruns only the page file it finished on (it resets Streamlit's pages-directory detection before every run),
+without dashboard.py and its sidebar.
+"""
+
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+from cifar_app import bench, jobs
+from cifar_app import data as cifar_data
+from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
+from conftest import ROOT, write_batches
+from pages import common
+
+TIMEOUT = 60
+TINY = {"blocks": 3, "width": 8, "k": 2, "batch_size": 32, "epochs": 2, "lr": 3e-3}
+HYPERPARAMETERS = [f.name for f in fields(TrainConfig) if f.name not in RUNTIME_FIELDS]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Tiny CIFAR-10 on disk, an empty run store, no speed measurement (a fake speed), fresh caches."""
+    data_dir = tmp_path / "data"
+    write_batches(data_dir)
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(bench, "measure_images_per_s", lambda config, device, batches=3: 500.0)
+    st.cache_resource.clear()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads, and they spin when the cores are shared
+    yield tmp_path
+    assert common.job_manager().shutdown(), "the training thread did not stop"
+    st.cache_resource.clear()
+    torch.set_num_threads(threads)
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+
+
+def rerun(at: AppTest) -> AppTest:
+    at._finished_page_script_hash = ""  # start from dashboard.py, which picks the page (see the docstring)
+    return at.run()
+
+
+def widget_values(at: AppTest) -> dict:
+    values = {}
+    for kind in (at.slider, at.select_slider, at.number_input, at.checkbox, at.selectbox, at.text_input):
+        values.update({w.key[4:]: w.value for w in kind if w.key and w.key.startswith("cfg_")})
+    return values
+
+
+def set_widgets(at: AppTest, **values) -> AppTest:
+    lists = (at.slider, at.select_slider, at.number_input, at.checkbox, at.selectbox, at.text_input)
+    for name, value in values.items():
+        widget = next(w for kind in lists for w in kind if w.key == f"cfg_{name}")
+        widget.set_value(value)
+    return rerun(at)
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in (at.markdown, at.caption, at.info, at.success, at.warning, at.error, at.subheader)
+             for e in kind]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_the_dashboard_and_the_train_page_render_at_the_seed_preset(env):
+    at = app().run()
+    assert not at.exception
+    values = widget_values(at)
+    seed = preset("seed")
+    assert {name: values[name] for name in HYPERPARAMETERS} == {name: getattr(seed, name) for name in HYPERPARAMETERS}
+    assert at.segmented_control(key="preset").value == "seed"
+    sidebar = "\n".join(str(e.value) for e in at.sidebar.caption)
+    assert "CIFAR-10 ready" in sidebar and "Idle" in sidebar and ("CPU" in sidebar or "GPU" in sidebar)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Parameters"] == "7.84 M" and "min" in metrics["Time per epoch (rough)"]
+    assert not at.button(key="start").disabled and at.button(key="stop").disabled
+    assert "press **Start training**" in texts(at)
+
+
+def test_choosing_a_preset_fills_in_its_values(env):
+    at = app().run()
+    at.segmented_control(key="preset").set_value("quick")
+    rerun(at)
+    values, quick = widget_values(at), preset("quick")
+    assert {name: values[name] for name in HYPERPARAMETERS} == {name: getattr(quick, name) for name in HYPERPARAMETERS}
+    set_widgets(at, epochs=7)
+    assert at.segmented_control(key="preset").value is None and "custom" in texts(at)
+    at.segmented_control(key="preset").set_value("seed")
+    rerun(at)
+    assert widget_values(at)["epochs"] == 25 and widget_values(at)["width"] == 32
+    assert not at.exception
+
+
+def test_an_impossible_configuration_is_explained_before_start(env):
+    at = app().run()
+    set_widgets(at, epochs=2, warmup_epochs=3.0)
+    assert at.button(key="start").disabled
+    assert "warm-up (3.0 epochs) must be shorter than the run" in texts(at)
+
+
+def test_start_trains_a_tiny_model_and_the_page_shows_its_epochs(env):
+    at = set_widgets(app().run(), **TINY)
+    at.button(key="start").click()
+    rerun(at)
+    manager = common.job_manager()
+    assert manager.wait(TIMEOUT)
+    rerun(at)
+    assert not at.exception
+    snap = manager.snapshot()
+    assert snap.status == "finished"
+    table = at.dataframe[0].value
+    assert list(table["epoch"]) == [1, 2] and table["test_acc"].notna().all()
+    assert "The run finished 2 epochs" in texts(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Best test accuracy"].endswith("%") and metrics["Final test accuracy"].endswith("%")
+    assert len(at.get("vega_lite_chart")) == 3  # loss, accuracy, running loss
+    assert at.download_button(key="epochs_csv")
+    saved = json.loads((Path(snap.run_path) / "config.json").read_text())["config"]
+    assert {k: saved[k] for k in TINY} == TINY and manager.store.get(snap.run_id).status() == "finished"
+
+
+def test_stop_stops_a_running_job_and_a_second_start_is_refused(env):
+    at = set_widgets(app().run(), **{**TINY, "epochs": 100})
+    at.button(key="start").click()
+    rerun(at)
+    manager = common.job_manager()
+    assert manager.running and not at.button(key="stop").disabled
+    deadline = time.monotonic() + TIMEOUT
+    while manager.snapshot().progress is None:  # until the first batch report
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    rerun(at)
+    assert "Training:" in texts(at) and at.get("progress")  # the live view while it trains
+    job = manager.snapshot().job_id
+    at.button(key="start").click()
+    rerun(at)
+    assert "Not started: a run is already training" in texts(at)
+    assert manager.snapshot().job_id == job and manager.running
+    at.button(key="stop").click()
+    rerun(at)
+    assert manager.wait(30)
+    rerun(at)
+    snap = manager.snapshot()
+    assert snap.status == "stopped" and len(snap.epochs) < 100
+    assert "stopped by the user" in texts(at) and "What it learned is saved" in texts(at)
+    assert manager.store.get(snap.run_id).has_checkpoint("last")
+    assert at.button(key="stop").disabled and not at.exception
+
+
+def test_a_failing_run_ends_with_its_reason_and_the_app_keeps_working(env, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory on the imaginary GPU")
+
+    monkeypatch.setattr(jobs, "train", broken)
+    at = set_widgets(app().run(), **TINY)
+    at.button(key="start").click()
+    rerun(at)
+    assert common.job_manager().wait(10)
+    rerun(at)
+    assert "The run failed: RuntimeError: out of memory on the imaginary GPU" in texts(at)
+    assert not at.exception and not at.button(key="start").disabled
+    again = app().run()  # a reload (or another tab) shows the same job, and the sidebar says how it ended
+    assert "Failed: RuntimeError: out of memory" in "\n".join(str(e.value) for e in again.sidebar.error)
+    assert "The run failed" in texts(again)
+
+
+def test_without_data_the_sidebar_offers_a_download_with_progress(env, monkeypatch):
+    empty = env / "empty"
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(empty))
+    reported = []
+
+    def fake_download(root, progress=None):
+        for done in (50, 100):
+            progress(done, 100)
+            reported.append(done)
+        return write_batches(root)
+
+    monkeypatch.setattr(cifar_data, "download_cifar10", fake_download)
+    at = app().run()
+    assert at.button(key="start").disabled and "there is no CIFAR-10 under" in texts(at)
+    assert "No CIFAR-10 under" in "\n".join(str(w.value) for w in at.sidebar.warning)
+    at.button(key="download_data").click()
+    rerun(at)
+    assert reported == [50, 100] and not at.exception
+    assert "CIFAR-10 ready" in "\n".join(str(e.value) for e in at.sidebar.caption)
+    assert not at.button(key="start").disabled

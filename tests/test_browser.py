@@ -1,0 +1,124 @@
+"""The real app in a real browser: `streamlit run dashboard.py` on a free local port, driven by Playwright in
+Debian's Chromium. One tiny run, watched as the accuracy chart gains points without a reload.
+
+The screenshots go to artifacts/ (ignored by git): look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_batches
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PORTS = range(8601, 8650)
+ARTIFACTS = ROOT / "artifacts"
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+ACCURACY_POINTS = ".st-key-accuracy_chart [aria-roledescription='point']"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not CHROMIUM.is_file():
+    pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    """The dashboard on a free port, over a small on-disk CIFAR-10 and an empty run store."""
+    write_batches(tmp_path / "data", train_per_class=60, test_per_class=10)
+    port = free_port()
+    env = {**os.environ, "CIFAR_DATA_DIR": str(tmp_path / "data"), "CIFAR_RUNS_DIR": str(tmp_path / "runs"),
+           "OMP_NUM_THREADS": "1"}  # a small model on shared cores: one thread does not spin against the others
+    log = open(tmp_path / "streamlit.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true", "--server.port",
+         str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "streamlit.log").read_text()
+            assert time.monotonic() < deadline, "streamlit did not become healthy in 60 s"
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_a_tiny_run_draws_its_accuracy_curve_live(app_url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1700})
+            page.goto(app_url)
+            page.get_by_text("Start training").wait_for(timeout=90_000)
+            page.wait_for_selector(IDLE, timeout=90_000)
+            assert page.locator("[data-testid='stException']").count() == 0
+            assert "CIFAR-10 ready" in page.locator("[data-testid='stSidebar']").inner_text()
+
+            # the quick preset, 4 epochs instead of 3
+            page.locator(".st-key-preset").get_by_role("radio", name="quick").click()
+            page.get_by_text("quick: narrow, 3 epochs on a CPU").wait_for()
+            page.wait_for_selector(IDLE)
+            page.get_by_role("tab", name="Optimisation").click()
+            epochs = page.locator(".st-key-cfg_epochs input[type='range']")
+            epochs.focus()
+            epochs.press("ArrowRight")
+            page.get_by_text("custom: changed from the presets").wait_for()
+            page.wait_for_selector(IDLE)
+            assert epochs.input_value() == "4"
+
+            page.evaluate("window.notReloaded = true")
+            page.get_by_role("button", name="Start training").click()
+            page.get_by_text("Training:").wait_for(timeout=30_000)
+            # first epoch: a training and a test point, and the best-epoch diamond
+            page.wait_for_function(f"document.querySelectorAll(\"{ACCURACY_POINTS}\").length >= 3", timeout=120_000)
+            first = page.locator(ACCURACY_POINTS).count()
+            page.screenshot(path=str(ARTIFACTS / "browser-train-running.png"))
+            page.wait_for_function(f"document.querySelectorAll(\"{ACCURACY_POINTS}\").length > {first}",
+                                   timeout=120_000)
+            assert page.evaluate("window.notReloaded === true")  # the points arrived without a page load
+
+            page.get_by_text("The run finished 4 epochs").wait_for(timeout=180_000)
+            page.wait_for_selector(IDLE)
+            assert page.locator(ACCURACY_POINTS).count() == 2 * 4 + 1
+            assert "Finished" in page.locator("[data-testid='stSidebar']").inner_text()
+            assert page.locator("[data-testid='stException']").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "browser-train-finished.png"))
+        finally:
+            browser.close()
