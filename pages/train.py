@@ -98,6 +98,7 @@ LABELS = {
     "schedule": "Learning-rate schedule", "warmup_epochs": "Warm-up (epochs)", "label_smoothing": "Label smoothing",
     "tta_flip": "Test-time flip (TTA)", "seed": "Random seed", "device": "Device", "impl": "Dynamic-conv implementation",
     "precision": "Precision", "compile": "torch.compile", "eval_every": "Test every (epochs)", "name": "Run name",
+    "decay_all": "Decay BatchNorm and biases too", "cuda_graphs": "CUDA graph of the training step",
 }
 
 
@@ -145,6 +146,7 @@ def hyperparameter_widgets() -> None:
         widget("optimizer", "select", options=OPTIMIZERS)
         widget("lr", "select_slider", options=_options(LR_GRID, "lr"), format_func=sci)
         widget("weight_decay", "select_slider", options=_options(WD_GRID, "weight_decay"), format_func=sci)
+        widget("decay_all", "check")
         widget("momentum", "slider", min_value=0.0, max_value=0.99, step=0.01,
                disabled=st.session_state[PREFIX + "optimizer"] != "sgd")
         widget("schedule", "select", options=SCHEDULES)
@@ -157,6 +159,7 @@ def hyperparameter_widgets() -> None:
         widget("impl", "select", options=IMPLS)
         widget("precision", "select", options=PRECISIONS)
         widget("compile", "check")
+        widget("cuda_graphs", "check")
         widget("eval_every", "number", min_value=1, max_value=500, step=1)
         widget("name", "text", placeholder="generated from the date")
 
