@@ -29,8 +29,8 @@ from cifar_app.data import (
     Cifar10, DataFormatError, DataNotFound, TensorLoader, load_cifar10, normalize, torchvision_loader,
 )
 from cifar_app.device import autocast, describe_device, pick_device, sync, use_bf16
-from cifar_app.model import IMPLEMENTATIONS, build_model, default_impl
-from cifar_app.train import GraphedStep, make_optimizer, set_lr, train_step
+from cifar_app.model import IMPLEMENTATIONS, build_model, dynamic_conv, stage_plan
+from cifar_app.train import GraphedStep, describe_impls, make_optimizer, set_lr, train_step
 
 # bf16 keeps 8 bits of mantissa: through 11 blocks, logits agree with fp32 to about 1e-2 relative.
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
@@ -121,7 +121,7 @@ def implementation_timings(config: TrainConfig, device: torch.device, batches: i
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (config.batch_size,), device=device)
     results = []
-    for impl in IMPLEMENTATIONS:
+    for impl in (*IMPLEMENTATIONS, "auto"):
         model = build_model(config.replace(impl=impl), device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -132,9 +132,39 @@ def implementation_timings(config: TrainConfig, device: torch.device, batches: i
             loss.backward()
             return len(y)
 
-        note = "default" if impl == default_impl(device) else ""
+        note = f"default: {describe_impls(model.block_impls(device.type))}" if impl == "auto" else ""
         results.append(Timing(impl, _time(step, device, 2, batches), note))
     return results
+
+
+def block_timings(config: TrainConfig, device: torch.device, batches: int) -> list[tuple[str, list[Timing]]]:
+    """Section 2b: forward+backward of the dynamic convolution alone, per distinct block shape: the
+    measurements behind `auto_impl`."""
+    bf16 = use_bf16(device, config.precision)
+    shapes, c_in, side = [], 3, 32
+    for c_out, pool in stage_plan(config.blocks, config.width):
+        if (c_in, c_out, side) not in shapes:
+            shapes.append((c_in, c_out, side))
+        c_in, side = c_out, side // 2 if pool else side
+    gen = torch.Generator().manual_seed(0)
+    table = []
+    for c_in, c_out, side in shapes:
+        b, k = config.batch_size, config.k
+        x = torch.randn(b, c_in, side, side, generator=gen).to(device).requires_grad_()
+        if device.type == "cuda":
+            x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        w = (torch.randn(k * c_out, c_in, 3, 3, generator=gen) * 0.1).to(device).requires_grad_()
+        a = torch.softmax(torch.randn(b, k, generator=gen), 1).to(device).requires_grad_()
+        rows = []
+        for impl in IMPLEMENTATIONS:
+            def step(impl: str = impl) -> int:
+                with autocast(device, bf16):
+                    out = dynamic_conv(x, w, a, impl)
+                out.float().sum().backward()
+                return b
+            rows.append(Timing(impl, _time(step, device, 1, max(2, batches // 2), budget_s=5.0)))
+        table.append((f"{c_in}->{c_out} channels at {side}x{side}", rows))
+    return table
 
 
 def check_same_math(config: TrainConfig, device: torch.device) -> tuple[float, float, str]:
@@ -208,7 +238,7 @@ def step_timings(
 
     slow = _time(coursework, device, 2, batches)
     fast = _time(project, device, 5 if config.compile else 2, batches)
-    how = f"{fast_model.blocks[0].conv.impl}, {'bf16' if bf16 else 'fp32'}" + (", channels_last" if channels_last else "")
+    how = f"{config.impl} impl, {'bf16' if bf16 else 'fp32'}" + (", channels_last" if channels_last else "")
     how += ", CUDA graph" if graphed else ""
     return (Timing("coursework: DataLoader+PIL, fp32, loop", slow),
             Timing(f"project: tensors, {how}" + (", compiled" if config.compile else ""), fast))
@@ -311,8 +341,13 @@ def main(argv: list[str] | None = None) -> int:
                  pipe[0].images_per_s), flush=True)
 
     impls = implementation_timings(first, device, args.batches)
-    print(_table(f"\n2. dynamic convolution, forward+backward (preset {args.preset[0]}, batch {first.batch_size})",
-                 impls, impls[0].images_per_s), flush=True)
+    print(_table(f"\n2. dynamic convolution, forward+backward of the network (preset {args.preset[0]}, batch "
+                 f"{first.batch_size})", impls, impls[0].images_per_s), flush=True)
+    print(f"\n2b. the dynamic convolution alone, forward+backward, per block shape (K={first.k})", flush=True)
+    for shape, rows in block_timings(first, device, args.batches):
+        fastest = max(rows, key=lambda r: r.images_per_s)
+        fastest.note = "fastest"
+        print(_table(f"  {shape}", rows, rows[0].images_per_s), flush=True)
 
     print("\n3. training step: data + forward + backward + optimizer", flush=True)
     speedup = {}

@@ -13,7 +13,8 @@ O = sum_k a_k Conv_k(X) is one convolution with the per-sample kernel sum_k a_k 
   loop       K separate convolutions, weighted and summed (the coursework's way; K launches per block);
   batched    one convolution with K*C_out outputs, then the weighted sum (one large launch, K times the MACs);
   persample  per-sample kernels sum_k a_k W_k and one grouped convolution with groups=batch (1x the MACs).
-`python -m cifar_app.bench` measures them; DEFAULT_IMPL holds the winner per device type.
+`python -m cifar_app.bench` measures them; `auto` (the default) picks per block by device and resolution,
+from those measurements (see `auto_impl`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,22 @@ from torch import nn
 
 from cifar_app.config import TrainConfig
 
-# Measured with `python -m cifar_app.bench` (README, Performance): batched wins on the 2-core CPU and on the
-# H100/H200 at every width the presets use; persample's grouped convolution is slow in training on both.
-DEFAULT_IMPL = {"cpu": "batched", "cuda": "batched", "mps": "batched"}
 IMPLEMENTATIONS = ("loop", "batched", "persample")
+# On the CPU, forward+backward of one block (python -m cifar_app.bench, section 2b) is 2-4x faster with
+# per-sample kernels at 16x16 and above (few channels, many pixels: the kernels are small, the K outputs
+# large), and 1.2-4x slower below (many channels, few pixels: the per-sample kernels outweigh the pixels).
+CPU_PERSAMPLE_MIN_PIXELS = 16 * 16
+
+
+def auto_impl(device_type: str, pixels: int) -> str:
+    """The measured-fastest exact implementation for a block on `device_type` at `pixels` = H*W.
+
+    CUDA (H200): one convolution with K*C_out outputs at every resolution; cuDNN's grouped convolution
+    with groups=batch trains slower. CPU: per-sample kernels at high resolution, batched below.
+    """
+    if device_type == "cpu" and pixels >= CPU_PERSAMPLE_MIN_PIXELS:
+        return "persample"
+    return "batched"
 NEGATIVE_SLOPE = 0.1
 
 
@@ -64,7 +77,7 @@ def dynamic_conv(x: torch.Tensor, weight: torch.Tensor, a: torch.Tensor, impl: s
 class DynamicConv2d(nn.Module):
     """K kernels mixed per sample by weights predicted from the pooled input."""
 
-    def __init__(self, c_in: int, c_out: int, k: int, size: int = 3, impl: str = "batched"):
+    def __init__(self, c_in: int, c_out: int, k: int, size: int = 3, impl: str = "auto"):
         super().__init__()
         self.k, self.c_in, self.c_out, self.size, self.impl = k, c_in, c_out, size, impl
         self.weight = nn.Parameter(torch.empty(k * c_out, c_in, size, size))
@@ -78,11 +91,12 @@ class DynamicConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.mixing_weights(x)
-        return dynamic_conv(x, self.weight, a, self.impl), a
+        impl = auto_impl(x.device.type, x.shape[2] * x.shape[3]) if self.impl == "auto" else self.impl
+        return dynamic_conv(x, self.weight, a, impl), a
 
 
 class DynamicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, k: int, pool: bool, impl: str):
+    def __init__(self, c_in: int, c_out: int, k: int, pool: bool, impl: str = "auto"):
         super().__init__()
         self.conv = DynamicConv2d(c_in, c_out, k, impl=impl)
         self.bn = nn.BatchNorm2d(c_out)
@@ -115,7 +129,7 @@ def stage_plan(blocks: int, width: int) -> list[tuple[int, bool]]:
 
 class DynamicConvNet(nn.Module):
     def __init__(
-        self, blocks: int = 11, k: int = 4, width: int = 32, impl: str = "batched", num_classes: int = 10,
+        self, blocks: int = 11, k: int = 4, width: int = 32, impl: str = "auto", num_classes: int = 10,
         zero_init_bn: bool = False,
     ):
         super().__init__()
@@ -144,6 +158,16 @@ class DynamicConvNet(nn.Module):
             if isinstance(module, DynamicConv2d):
                 module.impl = impl
 
+    def block_impls(self, device_type: str) -> list[str]:
+        """The implementation each block runs on `device_type` for 32x32 inputs."""
+        side, chosen = 32, []
+        for block in self.blocks:
+            impl = block.conv.impl
+            chosen.append(auto_impl(device_type, side * side) if impl == "auto" else impl)
+            if isinstance(block.pool, nn.MaxPool2d):
+                side //= 2
+        return chosen
+
     def set_temperature(self, value: float) -> None:
         for module in self.modules():
             if isinstance(module, DynamicConv2d):
@@ -162,14 +186,9 @@ def init_weights(model: nn.Module, zero_init_bn: bool = False) -> None:
             nn.init.zeros_(module.bn.weight)
 
 
-def default_impl(device: torch.device | str) -> str:
-    return DEFAULT_IMPL.get(torch.device(device).type, "batched")
-
-
 def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> DynamicConvNet:
     """The network a config describes, initialised (seeded by the caller), on `device`."""
-    impl = default_impl(device) if config.impl == "auto" else config.impl
-    return DynamicConvNet(config.blocks, config.k, config.width, impl, zero_init_bn=config.zero_init_bn).to(device)
+    return DynamicConvNet(config.blocks, config.k, config.width, config.impl, zero_init_bn=config.zero_init_bn).to(device)
 
 
 @dataclass

@@ -261,6 +261,17 @@ def train_step(
     return logits, loss
 
 
+def describe_impls(impls: list[str]) -> str:
+    """'persample x5, batched x6' for the blocks' implementations, in order."""
+    runs: list[list] = []
+    for impl in impls:
+        if runs and runs[-1][0] == impl:
+            runs[-1][1] += 1
+        else:
+            runs.append([impl, 1])
+    return ", ".join(f"{impl} x{n}" for impl, n in runs)
+
+
 def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
 
@@ -348,7 +359,7 @@ def train(
     accum = {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0}
     record = {
         "seed": config.seed, "device": describe_device(device), "device_type": device.type,
-        "versions": library_versions(), "data_source": data.source, "impl": model.blocks[0].conv.impl,
+        "versions": library_versions(), "data_source": data.source, "impl": describe_impls(model.block_impls(device.type)),
         "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": channels_last,
         "params": summary.params, "macs": summary.macs, "train_images": len(train_x), "val_images": len(val_x),
         "command": " ".join(sys.argv) if sys.argv and "cifar_app" in sys.argv[0] else "",
