@@ -46,7 +46,7 @@ def export_payload(run: Run, which: str = "best") -> dict[str, Any]:
     rows = {r["epoch"]: r for r in run.metrics()}
     return {
         "format": FORMAT, "version": VERSION, "config": saved["config"], "classes": list(saved.get("classes", CLASSES)),
-        "state_dict": saved["model"], "epoch": saved["epoch"],
+        "state_dict": saved["model"], "epoch": saved["epoch"], "temperature": saved.get("temperature", 1.0),
         "test_acc": (rows.get(saved["epoch"]) or {}).get("test_acc"),
     }
 
@@ -79,6 +79,7 @@ def _model_from(payload: dict[str, Any], device: torch.device | str, source: str
         raise CheckpointError(
             f"{source}: its weights do not match the network its config describes ({first})."
         ) from error
+    model.set_temperature(float(payload.get("temperature", 1.0)))  # mid-anneal checkpoints predict at their T
     model.eval()
     classes = tuple(payload.get("classes") or CLASSES)
     return LoadedModel(model, config, classes, source, payload.get("epoch"))

@@ -17,6 +17,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 IMPLS = ("auto", "loop", "batched", "persample")
+MAX_PARAMS = 200_000_000  # 0.8 GB of fp32 weights, 3x that with Adam's state: beyond it a slider typo, not a plan
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -104,6 +105,12 @@ class TrainConfig:
         need(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {self.device!r}).")
         need(self.impl in IMPLS, f"implementation must be one of {', '.join(IMPLS)} (got {self.impl!r}).")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
+        if not problems:
+            from cifar_app.model import summarize_shape  # the model module imports this one
+
+            params = summarize_shape(self.blocks, self.k, self.width).params
+            need(params <= MAX_PARAMS, f"this network would have {params / 1e6:,.0f} M parameters, more than the "
+                 f"{MAX_PARAMS / 1e6:.0f} M this app trains: lower the width, K or the number of blocks.")
         return problems
 
     def check(self) -> "TrainConfig":

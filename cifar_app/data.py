@@ -13,6 +13,7 @@ cropped, flipped, masked and normalised with a few tensor ops on the whole batch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 
 from cifar_app.atomic import atomic_torch_save
+from cifar_app.config import default_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,11 @@ CACHE_VERSION = 1
 class DataNotFound(FileNotFoundError):
     """No CIFAR-10 under the data root; the message names where it looked and how to fix it."""
 
-    def __init__(self, root: Path, looked_in: list[Path]):
+    def __init__(self, root: Path, looked_in: list[Path] | None = None):
         self.root = root
-        self.looked_in = looked_in
+        self.looked_in = looked_in = looked_in if looked_in is not None else (
+            candidate_paths(root) if root.is_dir() else [root]
+        )
         places = "\n".join(f"  - {path}" for path in looked_in)
         super().__init__(
             f"CIFAR-10 was not found under {root}. Looked for:\n{places}\n"
@@ -98,12 +102,15 @@ class Found:
 
 def resolve_root(data_dir: str | os.PathLike | None = None) -> Path:
     """The data root: the argument, else $CIFAR_DATA_DIR, else ./data."""
-    return Path(data_dir or os.environ.get("CIFAR_DATA_DIR") or "data").expanduser()
+    return Path(data_dir or default_data_dir()).expanduser()
 
 
 def candidate_paths(root: Path) -> list[Path]:
     """Where `locate` looks, in order; shown to the user when nothing is there."""
-    below = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    try:
+        below = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    except OSError:  # unreadable: say where we looked, and locate() finds nothing there
+        below = []
     return [root / BATCHES_DIR, root, *[p for p in below if p.name != BATCHES_DIR]]
 
 
@@ -147,11 +154,14 @@ def _read_batches(path: Path) -> tuple[torch.Tensor, ...]:
 
 
 def _decode(file: Path) -> np.ndarray:
-    with Image.open(file) as image:
-        image = image.convert("RGB")
-        if image.size != (32, 32):
-            raise DataFormatError(f"{file} is {image.size[0]}x{image.size[1]}; CIFAR-10 images are 32x32.")
-        return np.asarray(image, dtype=np.uint8)
+    try:
+        with Image.open(file) as image:
+            image = image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # truncated, not an image, unreadable
+        raise DataFormatError(f"{file} cannot be read as an image ({error}); delete or replace it.") from error
+    if image.size != (32, 32):
+        raise DataFormatError(f"{file} is {image.size[0]}x{image.size[1]}; CIFAR-10 images are 32x32.")
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _read_folder_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,7 +224,7 @@ def load_cifar10(
         download_cifar10(root, progress=progress)
         found = locate(root)
     if found is None:
-        raise DataNotFound(root, candidate_paths(root) if root.is_dir() else [root])
+        raise DataNotFound(root)
 
     cache = cache_path(root, found)
     if cache.is_file():
@@ -294,17 +304,23 @@ def split_train_val(
     return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
 
 
+@functools.lru_cache(maxsize=16)
+def _channel_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: building them per batch is a host-to-device copy that waits for the GPU
+    mean = torch.tensor(MEAN, dtype=dtype).view(1, 3, 1, 1).to(device)
+    std = torch.tensor(STD, dtype=dtype).view(1, 3, 1, 1).to(device)
+    return mean, std
+
+
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 NCHW in [0, 255] -> float, standardised per channel with CIFAR-10's mean and std."""
-    mean = torch.tensor(MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    mean, std = _channel_stats(images.device, dtype)
     return (images.to(dtype) / 255 - mean) / std
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:
     """The inverse of `normalize`, back to uint8, for showing what the model sees."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = _channel_stats(images.device, torch.float32)
     return ((images.float() * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -326,7 +342,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int 
     rows = torch.arange(h, device=device) + dy[:, None]
     batch = torch.arange(n, device=device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    return out.permute(0, 3, 1, 2)  # NCHW in channels_last memory: the loader picks the layout once
 
 
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -389,7 +405,7 @@ class TensorLoader:
         self.train = train
         self.crop_flip = augment_crop_flip and train
         self.cutout = cutout_size if train else 0
-        self.channels_last = channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.seed = seed
         self.epoch = 0
         self.drop_last = train if drop_last is None else drop_last
@@ -420,9 +436,7 @@ class TensorLoader:
             if self.crop_flip or self.cutout:
                 self.generator.manual_seed(_mix(self.seed, epoch, i))
             x = augment(x, self.generator, crop_flip=self.crop_flip, cutout_size=self.cutout)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield i, x, y
+            yield i, x.contiguous(memory_format=self.memory_format), y
 
 
 class _PilDataset(torch.utils.data.Dataset):

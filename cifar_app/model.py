@@ -140,7 +140,7 @@ class DynamicConvNet(nn.Module):
         self.blocks = nn.ModuleList(layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
-        init_weights(self, zero_init_bn)
+        init_weights(self, zero_init_bn)  # never left uninitialised; build_model re-draws from the config's seed
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and each block's mixing weights a (B, K): the architecture's own view of an image."""
@@ -168,18 +168,26 @@ class DynamicConvNet(nn.Module):
                 side //= 2
         return chosen
 
+    def temperature(self) -> float:
+        """The attention softmax temperature the blocks use now (1 once any annealing has ended)."""
+        return float(self.blocks[0].conv.temperature)
+
     def set_temperature(self, value: float) -> None:
         for module in self.modules():
             if isinstance(module, DynamicConv2d):
                 module.temperature.fill_(value)
 
 
-def init_weights(model: nn.Module, zero_init_bn: bool = False) -> None:
+def init_weights(model: nn.Module, zero_init_bn: bool = False, seed: int | None = None) -> None:
     """kaiming_normal_ for every convolution kernel and linear layer, zero biases; optionally zero the
-    BatchNorm scale after each dynamic convolution so every block starts as its shortcut."""
+    BatchNorm scale after each dynamic convolution so every block starts as its shortcut.
+
+    With `seed`, the draws come from a generator of their own, so the initial weights depend on the seed
+    alone, not on what else (another thread, a speed probe) used the global random state meanwhile."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for module in model.modules():
         if isinstance(module, (DynamicConv2d, nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
+            nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu", generator=generator)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
         if zero_init_bn and isinstance(module, DynamicBlock):
@@ -187,55 +195,44 @@ def init_weights(model: nn.Module, zero_init_bn: bool = False) -> None:
 
 
 def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> DynamicConvNet:
-    """The network a config describes, initialised (seeded by the caller), on `device`."""
-    return DynamicConvNet(config.blocks, config.k, config.width, config.impl, zero_init_bn=config.zero_init_bn).to(device)
+    """The network a config describes, initialised from the config's seed, on `device`."""
+    model = DynamicConvNet(config.blocks, config.k, config.width, config.impl)
+    init_weights(model, config.zero_init_bn, seed=config.seed)
+    return model.to(device)
 
 
 @dataclass
 class ModelSummary:
     params: int
     macs: int  # multiply-adds per 32x32 image, counting the K convolutions of each block as K convolutions
-    blocks: list[dict]  # per block: index, in, out, resolution, pool, params
+    blocks: list[dict]  # per block: block, in, out, resolution, pool, params, macs
 
     def describe(self) -> str:
         return f"{self.params / 1e6:.2f} M parameters, {self.macs / 1e6:.1f} M multiply-adds per image"
 
 
+def summarize_shape(blocks: int, k: int, width: int, num_classes: int = 10) -> ModelSummary:
+    """Parameters and multiply-adds per image of the network with these three numbers, counted from the
+    architecture alone (no model is built: a page can ask about a 2-billion-parameter slider setting)."""
+    rows, c_in, side = [], 3, 32
+    for c_out, pool in stage_plan(blocks, width):
+        pixels = side * side
+        params = k * c_out * c_in * 9 + (c_in * k + k) + 2 * c_out  # kernels, attention Linear, BatchNorm
+        macs = k * c_out * c_in * 9 * pixels + c_in * k + k * c_out * pixels  # K convolutions, attention, mixing
+        if c_in != c_out:  # the 1x1 conv + BatchNorm shortcut
+            params += c_in * c_out + 2 * c_out
+            macs += c_in * c_out * pixels
+        rows.append({"block": len(rows) + 1, "in": c_in, "out": c_out, "resolution": f"{side}x{side}",
+                     "pool": pool, "params": params, "macs": macs})
+        c_in, side = c_out, side // 2 if pool else side
+    params = sum(r["params"] for r in rows) + c_in * num_classes + num_classes
+    macs = sum(r["macs"] for r in rows) + c_in * num_classes
+    return ModelSummary(params, macs, rows)
+
+
 def summarize(model: DynamicConvNet) -> ModelSummary:
-    """Parameter count and multiply-adds per image, counted by hooks on one forward pass."""
-    macs = 0
-    rows = []
-
-    def count(module: nn.Module, inputs: tuple, output: object) -> None:
-        nonlocal macs
-        x = inputs[0]
-        if isinstance(module, DynamicConv2d):
-            out = output[0]
-            macs += module.k * module.c_in * module.c_out * module.size**2 * out.shape[2] * out.shape[3]
-            macs += module.c_in * module.k + module.k * module.c_out * out.shape[2] * out.shape[3]
-        elif isinstance(module, nn.Conv2d):
-            macs += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        elif isinstance(module, nn.Linear):
-            macs += module.in_features * module.out_features
-        elif isinstance(module, DynamicBlock):
-            rows.append({
-                "block": len(rows) + 1,
-                "in": x.shape[1],
-                "out": output[0].shape[1],
-                "resolution": f"{x.shape[2]}x{x.shape[3]}",
-                "pool": isinstance(module.pool, nn.MaxPool2d),
-                "params": sum(p.numel() for p in module.parameters()),
-            })
-
-    handles = [m.register_forward_hook(count) for m in model.modules()]
-    was_training = model.training
-    device = next(model.parameters()).device
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, 3, 32, 32, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return ModelSummary(sum(p.numel() for p in model.parameters()), macs, rows)
+    """The summary of a built model (its parameter count is checked against the architecture's)."""
+    first = model.blocks[0].conv
+    summary = summarize_shape(len(model.blocks), first.k, first.c_out, model.fc.out_features)
+    assert summary.params == sum(p.numel() for p in model.parameters()), "summary out of step with the model"
+    return summary

@@ -29,7 +29,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cifar_app.config import ConfigError, TrainConfig, preset
+from cifar_app.config import RUNTIME_FIELDS, ConfigError, TrainConfig, preset
 from cifar_app.data import Cifar10, TensorLoader, load_cifar10, split_train_val
 from cifar_app.device import autocast, describe_device, is_out_of_memory, pick_device, use_bf16
 from cifar_app.evaluate import accuracy, predict_logits
@@ -215,30 +215,36 @@ class GraphedStep:
         saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         saved_state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
                        for p, st in optimizer.state.items()}
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side), warnings.catch_warnings():  # allocates grads and optimizer state,
-            warnings.simplefilter("ignore")  # runs cuDNN's autotuning; "capturable but not captured" is expected
-            for _ in range(warmup):
-                train_step(model, optimizer, criterion, self.x, self.y, device, bf16)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            with autocast(device, bf16):
-                logits = model(self.x)
-            self.loss = criterion(logits.float(), self.y)
-            self.loss.backward()
-            optimizer.step()
-        self.logits = logits
-        # undo the warm-up: the first replay must be the run's first step
-        with torch.no_grad():
-            model.load_state_dict(saved_model)
-            for param, state in optimizer.state.items():
-                for key, value in state.items():
-                    if isinstance(value, torch.Tensor):
-                        before = saved_state.get(param, {}).get(key)
-                        value.copy_(before) if before is not None else value.zero_()
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side), warnings.catch_warnings():  # allocates grads and optimizer state and
+                warnings.simplefilter("ignore")  # runs cuDNN's autotuning; "capturable but not captured" is expected
+                for _ in range(warmup):
+                    train_step(model, optimizer, criterion, self.x, self.y, device, bf16)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            optimizer.zero_grad(set_to_none=True)
+            # thread_local: a page predicting on the same GPU from another thread must not break the capture
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                with autocast(device, bf16):
+                    logits = model(self.x)
+                self.loss = criterion(logits.float(), self.y)
+                self.loss.backward()
+                optimizer.step()
+            self.logits = logits
+        finally:  # undo the warm-up, captured or not: the run's first step must start from where it was
+            with torch.no_grad():
+                model.load_state_dict(saved_model)
+                for param, state in optimizer.state.items():
+                    for key, value in state.items():
+                        if isinstance(value, torch.Tensor):
+                            before = saved_state.get(param, {}).get(key)
+                            if before is not None:
+                                value.copy_(before)
+                            else:
+                                value.zero_()
+            optimizer.zero_grad(set_to_none=False)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.x.copy_(x)
@@ -317,9 +323,10 @@ def train(
     stop = stop or threading.Event()
     checkpoint = None
     if resume is not None:
-        saved = resume.config()
-        config = saved.replace(**{k: getattr(config, k) for k in ("data_dir", "device", "impl", "precision", "compile")})
+        config = resume.config().replace(**{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "name"})
         checkpoint = resume.load_checkpoint("last")
+        if checkpoint["epoch"] >= config.epochs:
+            return RunResult("finished", "this run had already finished", _events_from_rows(resume.metrics(), config.epochs), resume)
     config.check()
     device = pick_device(config.device)
     bf16 = use_bf16(device, config.precision)
@@ -366,7 +373,11 @@ def train(
     }
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        saved_optimizer = checkpoint["optimizer"]
+        # how to step belongs to this process (a run saved on the CPU may resume on a GPU), what to step to the run
+        for saved_group, group in zip(saved_optimizer["param_groups"], optimizer.param_groups):
+            saved_group.update({k: group[k] for k in ("capturable", "fused", "foreach") if k in group})
+        optimizer.load_state_dict(saved_optimizer)
         if graphs:  # a run saved by an eager process holds a float learning rate
             for group in optimizer.param_groups:
                 group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device)
@@ -381,7 +392,13 @@ def train(
         if fork is not None:
             parent, which = fork
             branch = parent.load_checkpoint(which)
-            model.load_state_dict(branch["model"])
+            try:
+                model.load_state_dict(branch["model"])
+            except RuntimeError as error:
+                changed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in parent.config().differences(config).items()
+                                    if k in ("blocks", "k", "width"))
+                raise ConfigError([f"a fork keeps the network of {parent.name}; {changed or 'its shape'} cannot "
+                                   "change (start a new run instead)."]) from error
             start_epoch = branch["epoch"]
             if start_epoch >= config.epochs:
                 raise ConfigError([f"the fork starts after epoch {start_epoch}; set more than {start_epoch} epochs."])
@@ -399,6 +416,8 @@ def train(
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch_done,
             "batch": batch_done, "accum": dict(accum), "config": config.to_dict(), "classes": list(data.classes),
+            # the attention temperature is not a weight, yet predictions depend on it mid-anneal
+            "temperature": model.temperature(),
         }
 
     try:
@@ -611,7 +630,18 @@ def main(argv: list[str] | None = None) -> int:
             store = store or RunStore(args["runs_dir"])
         if args["resume"]:
             resume = store.get(args["resume"])
+            saved = resume.config()
+            changed = sorted(k for k, v in options.items() if k not in RUNTIME_FIELDS and getattr(saved, k) != v)
+            if changed:
+                print(f"error: --resume continues {resume.name} with its own hyperparameters; "
+                      f"{', '.join('--' + k.replace('_', '-') for k in changed)} cannot change. "
+                      f"To train on with other settings, use --fork {resume.id}.")
+                return 1
             config = resume.config().replace(**options)
+            if resume.has_checkpoint() and resume.load_checkpoint()["epoch"] >= config.epochs:
+                print(f"run {resume.name} has already finished its {config.epochs} epochs; nothing to resume. "
+                      f"To train longer, use --fork {resume.id} --epochs N.")
+                return 0
             if resume.status() == "running":
                 print(f"run {resume.name} is still running in another process (pid {resume.meta().get('pid')}).")
                 return 1

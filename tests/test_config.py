@@ -65,3 +65,9 @@ def test_cli_help_lists_every_hyperparameter():
                  "--device", "--data-dir", "--train-subset", "--val-size", "--runs-dir", "--preset"):
         assert flag in text, flag
     assert "adamw" in text and "onecycle" in text and "mps" in text
+
+
+def test_a_network_too_large_to_train_is_refused_before_it_is_built():
+    problems = TrainConfig(width=256, k=16, blocks=30).validate()
+    assert len(problems) == 1 and "M parameters" in problems[0] and "lower the width" in problems[0]
+    assert TrainConfig(width=64).validate() == []

@@ -85,3 +85,25 @@ def test_temperature_flattens_the_attention():
     flat = model.forward_with_attention(x)[1][1]
     assert (flat - 0.25).abs().max() < (sharp - 0.25).abs().max()
     assert (flat - 0.25).abs().max() < 0.02
+
+
+def test_initial_weights_depend_on_the_seed_alone():
+    torch.manual_seed(1)
+    first = build_model(TrainConfig(blocks=3, width=8, k=2, seed=5))
+    torch.manual_seed(2)  # someone else drew from the global generator meanwhile
+    second = build_model(TrainConfig(blocks=3, width=8, k=2, seed=5))
+    other = build_model(TrainConfig(blocks=3, width=8, k=2, seed=6))
+    for a, b, c in zip(first.state_dict().values(), second.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.equal(first.blocks[1].conv.weight, other.blocks[1].conv.weight)
+
+
+@pytest.mark.parametrize("blocks, k, width", [(1, 1, 4), (5, 3, 12), (11, 4, 32), (13, 2, 16)])
+def test_the_summary_counts_without_building(blocks, k, width):
+    from cifar_app.model import summarize_shape
+
+    model = DynamicConvNet(blocks=blocks, k=k, width=width)
+    assert summarize_shape(blocks, k, width).params == sum(p.numel() for p in model.parameters())
+    # multiply-adds: the hand count of the seed's first block, K 3x3 convolutions of 3 -> 32 channels at 32x32
+    first = summarize_shape(11, 4, 32).blocks[0]
+    assert first["macs"] == 4 * 32 * 3 * 9 * 1024 + 3 * 4 + 4 * 32 * 1024 + 3 * 32 * 1024

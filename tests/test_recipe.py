@@ -31,6 +31,9 @@ def test_best_differs_from_seed_exactly_by_its_ingredients():
         assert getattr(best, field) != seed_value, name
     assert best.blocks == seed.blocks == 11 and best.k == seed.k
     assert best.val_size == 5000  # honest model selection
+    # nothing else differs, apart from the settings an ingredient brings with it
+    settings = {"warmup_epochs", "lr", "batch_size", "attn_anneal_epochs", "val_size"}
+    assert set(seed.differences(best)) == {field for field, _ in INGREDIENTS.values()} | settings
 
 
 @pytest.mark.parametrize("name", list(INGREDIENTS))

@@ -110,7 +110,7 @@ def test_a_cli_run_killed_mid_epoch_resumes_to_the_end(tmp_path):
     assert 2 <= len(done_before) < 6
     resumed = subprocess.run(base + ["--resume", run.id], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"Resuming victim at epoch {len(done_before) + 1}" in resumed.stdout or "Resuming" in resumed.stdout
+    assert f"Resuming victim at epoch {len(done_before) + 1}, batch 1" in resumed.stdout
     rows = run.metrics()
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert run.status() == "finished"
@@ -183,3 +183,11 @@ def test_a_run_from_another_process_shows_up(tmp_path):
     (run,) = store.runs()
     assert run.name == "elsewhere" and run.status() == "finished" and len(run.metrics()) == 1
     assert json.loads((run.path / "config.json").read_text())["versions"]["torch"] == torch.__version__
+
+
+def test_a_model_saved_mid_anneal_predicts_at_its_temperature(tmp_path, tiny_data):
+    config = tiny_config(epochs=2, attn_temperature=30.0, attn_anneal_epochs=10)
+    run = train(config, data=tiny_data, store=RunStore(tmp_path)).run
+    expected = 30.0 + (1.0 - 30.0) * 0.1  # the second epoch (index 1) of a 10-epoch anneal
+    assert load_run_model(run, "last").model.temperature() == pytest.approx(expected)
+    assert load_model_file(export_bytes(run, "last")).model.temperature() == pytest.approx(expected)

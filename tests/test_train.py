@@ -116,3 +116,72 @@ def test_the_cli_explains_missing_data_and_bad_values(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cifar_app.train", "--batch-size", "0", "--lr", "-1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "batch size must be at least 1" in bad.stdout and "learning rate" in bad.stdout
+
+
+def test_a_stop_mid_epoch_then_resume_is_the_run_that_never_stopped(tiny_data, tmp_path):
+    stop = threading.Event()
+    on_event = lambda e: stop.set() if isinstance(e, BatchEvent) and (e.epoch, e.batch) == (2, 3) else None  # noqa: E731
+    first = train(tiny_config(epochs=3, augment=True), data=tiny_data, on_event=on_event, stop=stop,
+                  store=RunStore(tmp_path), report_interval_s=0)
+    assert "epoch 2, batch 3 of 6" in first.reason
+    again = train(tiny_config(), data=tiny_data, resume=first.run)
+    straight = train(tiny_config(epochs=3, augment=True), data=tiny_data)
+    assert again.status == "finished"
+    assert [r["train_loss"] for r in first.run.metrics()] == pytest.approx(
+        [e.train_loss for e in straight.history], rel=1e-4)
+
+
+def test_resuming_a_finished_run_changes_nothing(tiny_data, tmp_path):
+    run = train(tiny_config(epochs=1), data=tiny_data, store=RunStore(tmp_path)).run
+    again = train(tiny_config(), data=tiny_data, resume=run)
+    assert again.status == "finished" and "already finished" in again.reason
+    assert run.status() == "finished" and len(run.metrics()) == 1
+
+
+def test_a_fork_cannot_change_the_network(tiny_data, tmp_path):
+    from cifar_app.config import ConfigError
+
+    parent = train(tiny_config(epochs=1, name="p"), data=tiny_data, store=RunStore(tmp_path)).run
+    with pytest.raises(ConfigError, match="width 8 -> 16"):
+        train(tiny_config(epochs=2, width=16), data=tiny_data, store=RunStore(tmp_path), fork=(parent, "last"))
+    assert len(RunStore(tmp_path).runs()) == 1  # nothing written for the refused fork
+
+
+def test_the_cli_refuses_to_resume_with_other_hyperparameters(tmp_path):
+    write_batches(tmp_path / "data")
+    common = ["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
+    tiny = ["--blocks", "2", "--width", "8", "--k", "2", "--batch-size", "50", "--device", "cpu", "--quiet"]
+    done = subprocess.run([sys.executable, "-m", "cifar_app.train", *common, *tiny, "--epochs", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = RunStore(tmp_path / "runs").runs()
+    again = subprocess.run([sys.executable, "-m", "cifar_app.train", *common, "--resume", run.id, "--lr", "0.5"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "--lr cannot change" in again.stdout and f"--fork {run.id}" in again.stdout
+    finished = subprocess.run([sys.executable, "-m", "cifar_app.train", *common, "--resume", run.id], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0 and "already finished" in finished.stdout
+    forked = subprocess.run([sys.executable, "-m", "cifar_app.train", *common, "--fork", run.id, "--width", "16",
+                             "--epochs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert forked.returncode == 1 and "cannot change" in forked.stdout and "Traceback" not in forked.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)")
+def test_cuda_graph_training_matches_eager_and_a_failed_capture_changes_nothing(tiny_data):
+    from cifar_app.model import build_model
+    from cifar_app.train import GraphedStep, make_optimizer
+
+    graphed = train(tiny_config(device="cuda", epochs=2, cuda_graphs=True), data=tiny_data)
+    eager = train(tiny_config(device="cuda", epochs=2, cuda_graphs=False), data=tiny_data)
+    assert graphed.status == eager.status == "finished"
+    assert [e.train_loss for e in graphed.history] == pytest.approx([e.train_loss for e in eager.history], rel=0.05)
+    # Adam without capturable=True refuses capture: the warm-up steps must be undone all the same
+    config = tiny_config(device="cuda", optimizer="adam")
+    model = build_model(config, "cuda")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(32, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (32,), device="cuda")
+    with pytest.raises(RuntimeError):
+        GraphedStep(model, make_optimizer(config, model), torch.nn.CrossEntropyLoss(), x, y, torch.device("cuda"), True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
