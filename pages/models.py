@@ -22,10 +22,12 @@ import streamlit as st  # noqa: E402
 from cifar_app import evaluate  # noqa: E402
 from cifar_app.checkpoints import CheckpointError, LoadedModel, load_model_file, load_run_model  # noqa: E402
 from cifar_app.data import (  # noqa: E402
-    Cifar10, DataFormatError, DataNotFound, candidate_paths, data_status, load_cifar10,
+    Cifar10, DataFormatError, DataNotFound, data_status, load_cifar10,
 )
 from cifar_app.device import pick_device  # noqa: E402
+from cifar_app.report import run_row  # noqa: E402
 from cifar_app.runs import Run, RunStore  # noqa: E402
+from pages.common import data_dir, runs_store  # noqa: E402
 
 UPLOAD = "upload"
 HOW_TO_TRAIN = (
@@ -50,14 +52,14 @@ def _load_data(root: str) -> Cifar10:
 
 def get_data() -> Cifar10 | None:
     """The dataset, or None after telling the user where it was looked for and how to get it."""
-    found, root = data_status()
+    found, root = data_status(data_dir())
     if found is None:
         st.info(
-            f"No CIFAR-10 here yet (looked under `{root}`). Download it with the sidebar's button, or point "
-            "`CIFAR_DATA_DIR` at a copy and reload."
+            f"No CIFAR-10 here yet (looked under `{root}`). Download it with the sidebar's button, or type the "
+            "folder of an existing copy into the sidebar."
         )
         with st.expander("Where it was looked for, and every way to get it"):
-            st.code(str(DataNotFound(root, candidate_paths(root) if root.is_dir() else [root])), language=None)
+            st.code(str(DataNotFound(root)), language=None)
         return None
     try:
         return _load_data(str(root.resolve()))
@@ -82,7 +84,9 @@ def _load_upload(key: str, _data: bytes, name: str) -> LoadedModel:
 
 @st.cache_resource(show_spinner="Predicting the test set (once per model)…", max_entries=4)
 def _predictions(key: str, data_source: str, _loaded: LoadedModel, _data: Cifar10) -> evaluate.Predictions:
-    return evaluate.predict(_loaded.model, _data.test_images, _data.test_labels, device(), _loaded.classes)
+    # with the run's own test-time flip, so the page's accuracy is the one the run reported
+    return evaluate.predict(_loaded.model, _data.test_images, _data.test_labels, device(), _loaded.classes,
+                            tta_flip=_loaded.config.tta_flip)
 
 
 def test_predictions(choice: ModelChoice, data: Cifar10) -> evaluate.Predictions:
@@ -100,10 +104,9 @@ def _models(store: RunStore) -> list[Run]:
 
 
 def _describe(run: Run) -> str:
-    rows = run.metrics()
-    accs = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
-    best = f" · best test {max(accs):.2f}%" if accs else ""
-    return f"{run.name} · {run.status()} · {len(rows)} epochs{best}"
+    row = run_row(run)
+    best = f" · test {row['best_test_acc']:.2f}% at its best epoch" if row["best_test_acc"] is not None else ""
+    return f"{run.name} · {row['status']} · {row['epochs']} epochs{best}"
 
 
 def pick_model(page: str) -> ModelChoice | None:
@@ -111,11 +114,13 @@ def pick_model(page: str) -> ModelChoice | None:
 
     Returns None, after saying what to do, while there is no usable model.
     """
-    store = RunStore()
+    store = runs_store()
     runs = _models(store)
     by_id = {r.id: r for r in runs}
     options = [r.id for r in runs] + [UPLOAD]
-    default = next((i for i, r in enumerate(runs) if r.status() in ("finished", "stopped")), 0)
+    asked = st.query_params.get("run")  # the Train page's "Evaluate this run" link names its run
+    default = options.index(asked) if asked in by_id else next(
+        (i for i, r in enumerate(runs) if r.status() in ("finished", "stopped")), 0)
     labels = {r.id: _describe(r) for r in runs}
     left, right = st.columns([3, 1])
     choice = left.selectbox(

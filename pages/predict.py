@@ -21,6 +21,7 @@ from cifar_app.data import data_status, to_png_bytes  # noqa: E402
 from cifar_app.predict import (  # noqa: E402
     ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, predict_images, prepare_upload,
 )
+from pages.common import data_dir  # noqa: E402
 from pages.models import device, get_data, pick_model  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ files = upload_col.file_uploader(
 fit = options_col.radio("Make it square by", FITS, key="predict_fit", format_func=lambda f: f"{f}: {FIT_HELP[f]}")
 k = options_col.slider("Top classes", 1, len(choice.loaded.classes), 5, key="predict_k")
 
-found, _ = data_status()
+found, _ = data_status(data_dir())
 if found is not None and upload_col.button("Try a random test image", key="predict_random"):
     st.session_state["predict_random_index"] = random.randrange(10_000)
 

@@ -102,7 +102,17 @@ def test_samples_shows_a_batch_filters_draws_again_and_previews_augmentation(dat
 
 def test_samples_without_data_says_how_to_get_it(no_data):
     at = page("samples")
-    assert "No CIFAR-10 here yet" in text_of(at) and "CIFAR_DATA_DIR" in text_of(at)
+    assert "No CIFAR-10 here yet" in text_of(at) and "sidebar" in text_of(at)
+
+
+def test_the_pages_read_the_data_folder_chosen_in_the_sidebar(no_data, tmp_path):
+    elsewhere = tmp_path / "my-copy"
+    write_batches(elsewhere)
+    at = AppTest.from_file(str(ROOT / "pages" / "samples.py"), default_timeout=TIMEOUT)
+    at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box sets
+    at.run()
+    assert not at.exception and "No CIFAR-10 here yet" not in text_of(at)
+    assert str(elsewhere) in text_of(at)  # the caption names the copy it reads
 
 
 # -- Evaluate
