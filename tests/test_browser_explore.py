@@ -49,9 +49,11 @@ def streamlit_server(script: Path, env: dict[str, str], timeout: float = 90):
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
                "--server.port", str(port), "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none"]
-    # never a pipe nobody reads: a chatty server would fill it and hang
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    # a log file, not a pipe nobody reads: a chatty server would fill the pipe and hang
+    log_path = ROOT / "artifacts" / f"streamlit-{port}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -62,7 +64,7 @@ def streamlit_server(script: Path, env: dict[str, str], timeout: float = 90):
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.poll() is not None else "(still running)"
+                output = log_path.read_text() if process.poll() is not None else "(still running)"
                 raise RuntimeError(f"streamlit did not start: {output[-2000:]}")
             time.sleep(0.5)
         yield url
@@ -72,6 +74,7 @@ def streamlit_server(script: Path, env: dict[str, str], timeout: float = 90):
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
 
 
 def wait_idle(page, timeout_ms: int = 90_000) -> None:
