@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # when a page runs on its own (`streamlit run pages/evaluate.py`)
+if str(ROOT) not in sys.path:  # when a page runs on its own (`streamlit run app_pages/evaluate.py`)
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402

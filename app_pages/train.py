@@ -1,6 +1,6 @@
 """The Train page: every hyperparameter as a widget, presets, a model summary, Start/Stop and the live view.
 
-The page never trains: Start hands the config to the process-wide job (pages.common.job_manager) and the
+The page never trains: Start hands the config to the process-wide job (app_pages.common.job_manager) and the
 live view redraws a snapshot of it in a fragment about once a second while a run trains.
 """
 
@@ -21,7 +21,7 @@ from cifar_app.data import DataFormatError, DataNotFound, data_status
 from cifar_app.device import DeviceError, pick_device
 from cifar_app.jobs import JobBusy, JobSnapshot, estimate_seconds
 from cifar_app.model import build_model, summarize
-from pages import common
+from app_pages import common
 
 PAGES_DIR = Path(__file__).resolve().parent
 PREFIX = "cfg_"  # session-state keys of the hyperparameter widgets: cfg_<TrainConfig field>
@@ -301,7 +301,7 @@ def end_summary(snap: JobSnapshot) -> None:
     columns[3].caption(f"{len(snap.epochs)} of {snap.total_epochs} epochs")
     if snap.run_id:
         if (PAGES_DIR / "evaluate.py").is_file():
-            st.page_link("pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
+            st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
                          icon=":material/grid_on:", query_params={"run": snap.run_id})
         st.caption(f"Saved in `{snap.run_path}`.")
 
