@@ -117,6 +117,11 @@ def pick_model(page: str) -> ModelChoice | None:
     options = [r.id for r in runs] + [UPLOAD]
     default = next((i for i, r in enumerate(runs) if r.status() in ("finished", "stopped")), 0)
     labels = {r.id: _describe(r) for r in runs}
+    wanted = st.query_params.get("run")
+    if wanted is not None:  # a link from the Train or Runs page names the run: pick it once
+        if wanted in by_id:
+            default = options.index(wanted)
+        del st.query_params["run"]
     left, right = st.columns([3, 1])
     choice = left.selectbox(
         "Model", options, index=default, key=f"{page}_model",

@@ -20,7 +20,7 @@ METRICS = ("test_acc", "val_acc", "train_acc", "train_loss")  # the per-epoch fi
 CURVE_COLUMNS = ["run", "run_id", "epoch", *METRICS]
 # Not hyperparameters (the name labels the column already; the data folder is a path on one machine).
 NOT_COMPARED = ("name", "data_dir")
-TABLE_COLUMNS = ["name", "status", "preset", "width", "optimizer", "lr", "batch_size", "schedule", "epochs",
+TABLE_COLUMNS = ["name", "status", "progress", "preset", "width", "optimizer", "lr", "batch_size", "schedule", "epochs",
                  "best_test_acc", "best_epoch", "best_by", "final_test_acc", "final_train_acc", "seconds", "device",
                  "started", "forked_from", "id"]
 
@@ -38,7 +38,7 @@ def table_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     rows, unreadable = [], {}
     for run in runs:
         try:
-            rows.append(run_row(run))
+            rows.append({**run_row(run), "progress": run.progress()})
         except (OSError, ValueError, TypeError, KeyError) as error:
             unreadable[run.id] = f"{type(error).__name__}: {error}"
     return rows, unreadable

@@ -91,6 +91,7 @@ def test_the_table_frame_has_a_row_per_run_and_names_a_fork_parent(family):
     rows, unreadable = compare.table_rows(store.runs())
     frame = compare.table_frame(rows, compare.run_labels(store.runs()))
     assert list(frame.columns) == compare.TABLE_COLUMNS and unreadable == {}
+    assert frame["progress"].tolist() == [1.0, 1.0, 1.0]
     by_name = frame.set_index("name")
     assert by_name.loc["fork", "forked_from"] == f"parent @ {branch_epoch(parent, 'best')}"
     assert by_name.loc["other", "best_by"] == "validation" and by_name.loc["parent", "best_by"] == "test"
