@@ -20,7 +20,7 @@ from cifar_app.config import (
 from cifar_app.data import DataFormatError, DataNotFound, data_status
 from cifar_app.device import DeviceError, pick_device
 from cifar_app.jobs import JobBusy, JobSnapshot, estimate_seconds
-from cifar_app.lineage import fork_problems, fork_warnings
+from cifar_app.lineage import ARCHITECTURE_FIELDS, fork_problems, fork_warnings
 from cifar_app.model import build_model, summarize
 from app_pages import common
 
@@ -69,12 +69,14 @@ def form_config() -> TrainConfig:
 
 
 def apply_preset() -> None:
-    """The preset control's callback: fill in every hyperparameter of the preset (not where/how it runs)."""
+    """The preset control's callback: fill in every hyperparameter of the preset (not where/how it runs, and
+    not the network's shape while setting up a fork, which loads its parent's weights)."""
     name = st.session_state.get("preset")
+    keep = RUNTIME_FIELDS + (ARCHITECTURE_FIELDS if st.session_state.get(common.FORK_KEY) else ())
     if name in PRESETS:
         chosen = preset(name)
         for field_name in FORM_FIELDS:
-            if field_name not in RUNTIME_FIELDS:
+            if field_name not in keep:
                 st.session_state[PREFIX + field_name] = getattr(chosen, field_name)
 
 

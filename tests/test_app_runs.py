@@ -197,7 +197,12 @@ def test_fork_fills_the_train_form_and_starts_a_branch(env):
     assert at.select_slider(key="cfg_lr").value == 3e-3 and at.select_slider(key="cfg_width").value == 8
     assert at.slider(key="cfg_epochs").value == 3 and at.slider(key="cfg_blocks").disabled
     assert at.button(key="start").label == "Start the fork" and not at.button(key="start").disabled
-    at.select_slider(key="cfg_lr").set_value(1e-3)
+    at.segmented_control(key="preset").set_value("seed")  # a preset fills in all but the network's shape
+    rerun(at)
+    assert at.select_slider(key="cfg_width").value == 8 and at.slider(key="cfg_blocks").value == 3
+    assert at.select_slider(key="cfg_lr").value == 1e-3 and at.slider(key="cfg_epochs").value == 25
+    for key, value in {"epochs": 3, "batch_size": 32, "weight_decay": 0.0}.items():
+        (at.slider if key == "epochs" else at.select_slider)(key=f"cfg_{key}").set_value(value)
     rerun(at)
     at.button(key="start").click()
     rerun(at)
