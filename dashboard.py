@@ -1,7 +1,12 @@
 """CIFAR-10 Studio: `streamlit run dashboard.py`.
 
-The entry point: page navigation over the files in pages/ and the sidebar every page shares. The pages are
-thin views over the engine in cifar_app/.
+The entry point: page navigation over the files in app_pages/ and the sidebar every page shares. The pages
+are thin views over the engine in cifar_app/.
+
+The folder is not called pages/: Streamlit takes a pages/ folder beside the entry script for an old-style
+multipage app until st.navigation has run once in the server process, so the first visit after a (re)start
+to a page's own URL (a reload of /runs, or a tab reconnecting) ran that file alone: no sidebar, no wide
+layout, and every module of the folder listed as a page.
 """
 
 from __future__ import annotations
@@ -10,19 +15,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages import common
+from app_pages import common
 
 ROOT = Path(__file__).resolve().parent
 
 # (file, title, icon): a page appears once its file exists, so the app runs while pages are being built.
 PAGES = [
-    ("pages/train.py", "Train", ":material/model_training:"),
-    ("pages/samples.py", "Samples", ":material/photo_library:"),
-    ("pages/evaluate.py", "Evaluate", ":material/grid_on:"),
-    ("pages/predict.py", "Predict", ":material/image_search:"),
-    ("pages/runs.py", "Runs", ":material/history:"),
+    ("app_pages/train.py", "Train", ":material/model_training:"),
+    ("app_pages/samples.py", "Samples", ":material/photo_library:"),
+    ("app_pages/evaluate.py", "Evaluate", ":material/grid_on:"),
+    ("app_pages/predict.py", "Predict", ":material/image_search:"),
+    ("app_pages/runs.py", "Runs", ":material/history:"),
 ]
-DEFAULT_PAGE = "pages/train.py"
+DEFAULT_PAGE = "app_pages/train.py"
 
 st.set_page_config(page_title="CIFAR-10 Studio", page_icon=":material/neurology:", layout="wide")
 page = st.navigation([

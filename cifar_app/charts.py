@@ -253,3 +253,50 @@ def batch_loss_chart(
         )
         .properties(height=CHART_HEIGHT)
     )
+
+
+# comparison of runs
+
+COMPARE_TITLES = {"test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)",
+                  "train_acc": "training accuracy (%)", "train_loss": "training loss"}
+
+
+def compare_chart(
+    curves: pd.DataFrame, metric: str = "test_acc", branches: pd.DataFrame | None = None,
+    total_epochs: int | None = None,
+) -> alt.LayerChart:
+    """One line per run of `metric` per epoch, a colour per run on shared axes (compare.curves' frames).
+
+    A fork's line starts at its branch point, which is marked by a dashed rule in the fork's colour and an
+    open diamond on the parent's value there; the tooltip names the parent and the checkpoint.
+    """
+    title = COMPARE_TITLES[metric]
+    order = list(dict.fromkeys(curves["run"]))
+    data = curves[["run", "epoch", metric]].dropna(subset=[metric])
+    colour = alt.Color("run:N", title=None, sort=order, scale=alt.Scale(domain=order, scheme="tableau10"),
+                       legend=alt.Legend(orient="bottom", columns=2, labelLimit=360))
+    x = _epoch_axis(total_epochs)
+    lines = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=x, y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(zero=False)), color=colour,
+            tooltip=[alt.Tooltip("run:N"), alt.Tooltip("epoch:Q"),
+                     alt.Tooltip(f"{metric}:Q", title=title, format=".4f" if metric == "train_loss" else ".2f")],
+        )
+    )
+    layers: list[alt.Chart] = [lines]
+    if branches is not None and len(branches):
+        marks = branches.assign(
+            branch=[f"{run} forked from {parent} after epoch {int(e)} ({which} checkpoint)"
+                    for run, parent, e, which in zip(branches["run"], branches["parent"], branches["epoch"],
+                                                     branches["checkpoint"])]
+        )[["run", "epoch", "branch", metric]]
+        tip = [alt.Tooltip("branch:N", title="fork")]
+        layers.append(alt.Chart(marks).mark_rule(strokeDash=[5, 4], strokeWidth=1.5).encode(
+            x=x, color=colour, tooltip=tip))
+        valued = marks.dropna(subset=[metric])
+        if len(valued):
+            layers.append(alt.Chart(valued).mark_point(shape="diamond", size=170, filled=False, strokeWidth=2.5).encode(
+                x=x, y=f"{metric}:Q", color=colour, tooltip=tip))
+    return alt.layer(*layers, title=f"{title[0].upper()}{title[1:]} per epoch").properties(height=CHART_HEIGHT + 40)

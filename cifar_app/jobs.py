@@ -22,8 +22,11 @@ from typing import Any
 from cifar_app.config import ConfigError, TrainConfig
 from cifar_app.data import Cifar10, DataFormatError, DataNotFound, candidate_paths, data_status
 from cifar_app.device import DeviceError, pick_device
+from cifar_app.lineage import RESUME_RUNTIME_FIELDS, branch_epoch, fork_problems
 from cifar_app.runs import Run, RunStore
-from cifar_app.train import REPORT_INTERVAL_S, BatchEvent, EpochEvent, Event, StatusEvent, best_epoch, train
+from cifar_app.train import (
+    REPORT_INTERVAL_S, BatchEvent, EpochEvent, Event, ResumeEvent, StatusEvent, best_epoch, train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,10 @@ EVAL_COST = 1 / 3  # an image's forward pass costs about a third of its training
 
 class JobBusy(RuntimeError):
     """Start was asked for while a run is training; only one runs at a time."""
+
+
+class NotResumable(ValueError):
+    """Resume was asked for a run that cannot continue (still training, finished, failed, no checkpoint)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class JobSnapshot:
     run_id: str = ""
     run_name: str = ""
     run_path: str = ""
+    origin: str = ""  # "" for a new run, else e.g. "resumed at epoch 3" or "fork of <run> at epoch 2 (best)"
     started_at: float = 0.0  # time.time()
     ended_at: float = 0.0
     seconds: float = 0.0  # training time reported by the loop at the end
@@ -156,14 +164,32 @@ class JobManager:
             return self._state.running
 
     # -- control
-    def start(self, config: TrainConfig, data: Cifar10 | None = None) -> int:
+    def start(self, config: TrainConfig, data: Cifar10 | None = None, *, resume: Run | None = None,
+              fork: tuple[Run, str] | None = None) -> int:
         """Check `config` and start training it in the background; returns the job's id.
 
-        Raises JobBusy while another run trains, and ConfigError, DeviceError or DataNotFound for what can be
-        known at once (an impossible config, an absent device, no data and no download). Everything that
-        goes wrong later ends the job as 'failed' with the reason.
+        `resume=run` continues a stopped or interrupted run from its last checkpoint with the run's own
+        hyperparameters (`config` gives only where it runs: data folder, device...). `fork=(run, 'best'|'last')`
+        starts a new run from that checkpoint with `config`'s hyperparameters (see `train`).
+        Raises JobBusy while another run trains, NotResumable for a run that cannot continue, and ConfigError,
+        DeviceError or DataNotFound for what can be known at once (an impossible config, an absent device, no
+        data and no download). Everything that goes wrong later ends the job as 'failed' with the reason.
         """
         self._refuse_if_running()
+        origin, run_id, run_name = "", "", ""
+        if resume is not None:
+            problem = resume.resume_problem()
+            if problem:
+                raise NotResumable(f"{resume.name} cannot be resumed: {problem}")
+            saved = resume.config()
+            config = saved.replace(**{k: getattr(config, k) for k in RESUME_RUNTIME_FIELDS})
+            origin, run_id, run_name = "resumed", resume.id, resume.name
+        if fork is not None:
+            parent, which = fork
+            problems = fork_problems(parent, which, config)
+            if problems:
+                raise ConfigError(problems)
+            origin = f"fork of {parent.name} at epoch {branch_epoch(parent, which)} ({which})"
         config.check()
         pick_device(config.device)
         if data is None and not config.download:
@@ -175,8 +201,8 @@ class JobManager:
             job_id = self._state.job_id + 1
             self._stop = threading.Event()
             self._state = JobSnapshot(job_id=job_id, status="running", config=config, started_at=time.time(),
-                                      message="Starting")
-            self._thread = threading.Thread(target=self._run, args=(job_id, config, data, self._stop),
+                                      message="Starting", origin=origin, run_id=run_id, run_name=run_name)
+            self._thread = threading.Thread(target=self._run, args=(job_id, config, data, self._stop, resume, fork),
                                             name=f"training-job-{job_id}", daemon=True)
             self._thread.start()
         return job_id
@@ -238,15 +264,19 @@ class JobManager:
                     state.message = f"Training epoch {event.epoch} of {event.epochs}"
             elif isinstance(event, EpochEvent):
                 state.epochs.append(event)
+            elif isinstance(event, ResumeEvent):
+                state.epochs = list(event.history)
+                state.origin = f"resumed at epoch {event.epoch + 1}" + (f", batch {event.batch + 1}" if event.batch else "")
 
-    def _run(self, job_id: int, config: TrainConfig, data: Cifar10 | None, stop: threading.Event) -> None:
+    def _run(self, job_id: int, config: TrainConfig, data: Cifar10 | None, stop: threading.Event,
+             resume: Run | None = None, fork: tuple[Run, str] | None = None) -> None:
         def on_create(run: Run) -> None:
             self._update(job_id, run_id=run.id, run_name=run.name, run_path=str(run.path))
 
         store = _RecordingStore(self.store, on_create)
         try:
             result = train(config, data=data, on_event=lambda event: self._on_event(job_id, event), stop=stop,
-                           store=store, report_interval_s=self.report_interval_s)
+                           store=store, resume=resume, fork=fork, report_interval_s=self.report_interval_s)
         except (ConfigError, DeviceError, DataNotFound, DataFormatError, ConnectionError) as error:
             self._update(job_id, status="failed", reason=str(error), message="", ended_at=time.time())
             return

@@ -20,12 +20,13 @@ def run_row(run: Run) -> dict[str, Any]:
     key = "val_acc" if with_val else "test_acc"
     best = max(scored, key=lambda r: r[key]) if scored else None
     tested = [r for r in rows if r["test_acc"] is not None]
+    origin = run.parent()
     return {
         "id": run.id,
         "name": run.name,
         "status": run.status(),
         "preset": matching_preset(config) or "custom",
-        "epochs": f"{rows[-1]['epoch'] if rows else 0}/{config.epochs}",
+        "epochs": f"{rows[-1]['epoch'] if rows else (origin[1] if origin else 0)}/{config.epochs}",
         "best_by": "validation" if with_val else "test",
         "best_epoch": best["epoch"] if best else None,
         "best_val_acc": best["val_acc"] if best else None,
@@ -34,12 +35,15 @@ def run_row(run: Run) -> dict[str, Any]:
         "final_train_acc": rows[-1]["train_acc"] if rows else None,
         "seconds": meta.get("seconds") or sum(r["seconds"] or 0 for r in rows),
         "device": record.get("device", ""),
+        "width": config.width,
         "optimizer": config.optimizer,
         "lr": config.lr,
         "batch_size": config.batch_size,
         "schedule": config.schedule,
         "started": meta.get("started"),
         "reason": meta.get("reason", ""),
+        "parent": origin[0] if origin else "",
+        "parent_epoch": origin[1] if origin else None,
     }
 
 

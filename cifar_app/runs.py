@@ -33,7 +33,7 @@ from cifar_app.config import TrainConfig
 
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds", "images_per_s")
-HEARTBEAT_S = 20.0
+HEARTBEAT_S = 5.0  # a run on another process shows its progress about this often
 # A running run on another host whose heartbeat is this old is taken for dead.
 STALE_AFTER_S = 600.0
 
@@ -101,6 +101,48 @@ class Run:
             return "running" if _pid_alive(int(meta.get("pid", -1))) else "interrupted"
         return "running" if time.time() - float(meta.get("updated", 0)) < STALE_AFTER_S else "interrupted"
 
+    def is_elsewhere(self) -> bool:
+        """True when the run's process is not this one (another terminal, another host)."""
+        meta = self.meta()
+        return not (meta.get("pid") == os.getpid() and meta.get("host") == socket.gethostname())
+
+    def parent(self) -> tuple[str, int, str] | None:
+        """(parent run id, branch epoch, 'best'|'last') of a forked run; None for a run trained from scratch."""
+        record = self.config_record()
+        if not record.get("parent"):
+            return None
+        return record["parent"], int(record.get("parent_epoch") or 0), record.get("parent_checkpoint", "last")
+
+    def resume_problem(self) -> str | None:
+        """Why this run cannot be resumed, as a sentence; None when it can."""
+        status = self.status()
+        if status == "running":
+            meta = self.meta()
+            return f"it is still training (pid {meta.get('pid')} on {meta.get('host')})."
+        if status == "finished":
+            return "it finished all its epochs; fork it from its last checkpoint to train further."
+        if status == "failed":
+            return "it failed (" + (self.meta().get("reason") or "unknown reason").splitlines()[0] + "); fork it " \
+                   "with other hyperparameters instead."
+        if not self.has_checkpoint("last"):
+            return "it ended before its first checkpoint (the end of epoch 1 or a stop): there is nothing to " \
+                   "continue from; start it again."
+        try:
+            self.load_checkpoint("last", mmap=True)
+        except Exception as error:  # truncated or foreign: torch raises many kinds
+            return f"its last checkpoint cannot be read ({type(error).__name__})."
+        return None
+
+    def progress(self) -> float:
+        """How much of the planned epochs is done, 0..1 (epochs on disk, or the heartbeat's batch count)."""
+        epochs = max(1, self.config().epochs)
+        rows, parent = self.metrics(), self.parent()
+        done = rows[-1]["epoch"] if rows else (parent[1] if parent else 0)  # a fork's epochs go on from its branch
+        beat = self.meta().get("progress") or {}
+        if beat.get("batch") and beat.get("batches"):
+            done = max(done, beat["epoch"] - 1 + beat["batch"] / beat["batches"])
+        return min(1.0, done / epochs)
+
     # -- metrics
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Add (or replace, by epoch) one epoch's row; the file is rewritten atomically."""
@@ -132,8 +174,10 @@ class Run:
     def save_checkpoint(self, payload: dict[str, Any], which: str = "last") -> None:
         atomic_torch_save(payload, self.checkpoint_path(which))
 
-    def load_checkpoint(self, which: str = "last", map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        return torch.load(self.checkpoint_path(which), map_location=map_location, weights_only=True)
+    def load_checkpoint(self, which: str = "last", map_location: str | torch.device = "cpu",
+                        mmap: bool = False) -> dict[str, Any]:
+        """The saved dict; `mmap=True` maps the file instead of reading it (cheap when only the epoch is wanted)."""
+        return torch.load(self.checkpoint_path(which), map_location=map_location, weights_only=True, mmap=mmap)
 
 
 class RunStore:
@@ -168,6 +212,37 @@ class RunStore:
             return []
         found = [Run(p) for p in self.root.iterdir() if (p / "config.json").is_file()]
         return sorted(found, key=lambda r: r.id, reverse=True)
+
+    def running(self) -> list[Run]:
+        """The runs training now, cheaply: only runs whose meta.json was written in the last STALE_AFTER_S are
+        read (a training run rewrites it at least every HEARTBEAT_S and at every epoch's end)."""
+        if not self.root.is_dir():
+            return []
+        now, found = time.time(), []
+        for path in self.root.iterdir():
+            try:
+                fresh = now - (path / "meta.json").stat().st_mtime < STALE_AFTER_S
+            except OSError:
+                continue
+            if fresh and (path / "config.json").is_file() and Run(path).status() == "running":
+                found.append(Run(path))
+        return sorted(found, key=lambda r: r.id, reverse=True)
+
+    def signature(self) -> tuple:
+        """Changes whenever a run appears, goes, or writes its meta or metrics: a few stat calls, no reads."""
+        if not self.root.is_dir():
+            return ()
+        marks = []
+        for path in sorted(self.root.iterdir()):
+            stamps = []
+            for name in ("config.json", "meta.json", "metrics.csv"):
+                try:
+                    stamps.append((path / name).stat().st_mtime_ns)
+                except OSError:
+                    stamps.append(0)
+            if stamps[0]:
+                marks.append((path.name, *stamps[1:]))
+        return tuple(marks)
 
     def get(self, run_id: str) -> Run:
         run = Run(self.root / run_id)

@@ -4,7 +4,8 @@
   StatusEvent  what it is doing before the first batch (loading data, building the model, ...);
   BatchEvent   a few times a second: batch i of n, running loss, images/s, elapsed and ETA;
   EpochEvent   once per epoch: the coursework's three lines (training loss, training accuracy, test
-               accuracy), validation accuracy when a split is held out, learning rate and seconds.
+               accuracy), validation accuracy when a split is held out, learning rate and seconds;
+  ResumeEvent  once, when `resume` continues a saved run: the epochs it had already done.
 A `threading.Event` stops it within one batch, keeping what was learned in the run's checkpoint. A loss
 that turns NaN/inf ends the run with a reason; so does running out of memory. Every run writes its folder
 in the run store (runs.py) as it goes, and `resume` continues a run from its last checkpoint.
@@ -33,6 +34,7 @@ from cifar_app.config import RUNTIME_FIELDS, ConfigError, TrainConfig, preset
 from cifar_app.data import Cifar10, TensorLoader, load_cifar10, split_train_val
 from cifar_app.device import autocast, describe_device, is_out_of_memory, pick_device, use_bf16
 from cifar_app.evaluate import accuracy, predict_logits
+from cifar_app.lineage import RESUME_RUNTIME_FIELDS, fork_problems, fork_warnings
 from cifar_app.model import build_model, summarize
 from cifar_app.runs import HEARTBEAT_S, Run, RunStore
 
@@ -89,7 +91,18 @@ class EpochEvent:
         return lines
 
 
-Event = StatusEvent | BatchEvent | EpochEvent
+@dataclass
+class ResumeEvent:
+    """A resumed run's saved epochs, sent once before its first batch, so a live view can draw the whole run."""
+
+    run_id: str
+    epoch: int  # epochs already done
+    batch: int  # batches already done of the next epoch (a run stopped mid-epoch)
+    history: list[EpochEvent]
+    kind: str = "resume"
+
+
+Event = StatusEvent | BatchEvent | EpochEvent | ResumeEvent
 
 
 @dataclass
@@ -323,7 +336,7 @@ def train(
     stop = stop or threading.Event()
     checkpoint = None
     if resume is not None:
-        config = resume.config().replace(**{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "name"})
+        config = resume.config().replace(**{k: getattr(config, k) for k in RESUME_RUNTIME_FIELDS})
         checkpoint = resume.load_checkpoint("last")
         if checkpoint["epoch"] >= config.epochs:
             return RunResult("finished", "this run had already finished", _events_from_rows(resume.metrics(), config.epochs), resume)
@@ -388,23 +401,21 @@ def train(
         run = resume
         run.update_meta(status="running", reason="", pid=os.getpid(), host=socket.gethostname(), resumed=time.time())
         emit(StatusEvent(f"Resuming {run.name} at epoch {start_epoch + 1}, batch {start_batch + 1}"))
+        emit(ResumeEvent(run.id, start_epoch, start_batch, list(history)))
     else:
         if fork is not None:
             parent, which = fork
+            problems = fork_problems(parent, which, config)
+            if problems:
+                raise ConfigError(problems)
             branch = parent.load_checkpoint(which)
-            try:
-                model.load_state_dict(branch["model"])
-            except RuntimeError as error:
-                changed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in parent.config().differences(config).items()
-                                    if k in ("blocks", "k", "width"))
-                raise ConfigError([f"a fork keeps the network of {parent.name}; {changed or 'its shape'} cannot "
-                                   "change (start a new run instead)."]) from error
+            model.load_state_dict(branch["model"])  # fork_problems made sure the shapes fit
             start_epoch = branch["epoch"]
-            if start_epoch >= config.epochs:
-                raise ConfigError([f"the fork starts after epoch {start_epoch}; set more than {start_epoch} epochs."])
             record.update(parent=parent.id, parent_epoch=start_epoch, parent_checkpoint=which)
         run = store.create(config, record, name=config.name) if store is not None else None
     if start_epoch >= config.epochs:
+        if run is not None:  # a resumed run that had already finished: leave it as it was, not 'running'
+            run.update_meta(status="finished", reason="", ended=time.time())
         return RunResult("finished", "this run had already finished", history, run)
 
     started = time.perf_counter()
@@ -580,8 +591,9 @@ def build_parser() -> "argparse.ArgumentParser":
         description="Train the coursework's dynamic-convolution CNN on CIFAR-10 without the dashboard.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="seed",
-                        help="start from a preset; any option below overrides it")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="start from a preset (default: seed; with --fork, the parent run's hyperparameters); "
+                             "any option below overrides it")
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES, "impl": IMPLS, "precision": PRECISIONS}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -595,7 +607,8 @@ def build_parser() -> "argparse.ArgumentParser":
     parser.add_argument("--no-save", action="store_true", help="do not write a run folder")
     parser.add_argument("--resume", metavar="RUN", default=None, help="continue an interrupted or stopped run")
     parser.add_argument("--fork", metavar="RUN[:best|last]", default=None,
-                        help="start from a saved run's checkpoint with the hyperparameters given here")
+                        help="a new run from a saved run's best or last checkpoint (default last): the parent's "
+                             "hyperparameters, changed by the options given here")
     parser.add_argument("--quiet", action="store_true", help="no progress line between epochs")
     return parser
 
@@ -624,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(event.lines()), flush=True)
 
     try:
-        config = preset(args["preset"], **options)
+        config = preset(args["preset"] or "seed", **options)
         resume = fork = None
         if args["resume"] or args["fork"]:
             store = store or RunStore(args["runs_dir"])
@@ -638,16 +651,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"To train on with other settings, use --fork {resume.id}.")
                 return 1
             config = resume.config().replace(**options)
-            if resume.has_checkpoint() and resume.load_checkpoint()["epoch"] >= config.epochs:
-                print(f"run {resume.name} has already finished its {config.epochs} epochs; nothing to resume. "
-                      f"To train longer, use --fork {resume.id} --epochs N.")
-                return 0
-            if resume.status() == "running":
-                print(f"run {resume.name} is still running in another process (pid {resume.meta().get('pid')}).")
+            problem = resume.resume_problem()
+            if problem:
+                print(f"error: {resume.name} cannot be resumed: {problem}")
                 return 1
         if args["fork"]:
             run_id, _, which = args["fork"].partition(":")
             fork = (store.get(run_id), which or "last")
+            if args["preset"] is None:  # the parent's recipe, changed where the command line says
+                config = fork[0].config().replace(**{"name": f"{fork[0].name}-fork", **options})
+            for warning in fork_warnings(fork[0], config):
+                print(f"warning: {warning}")
         result = train(config, on_event=on_event, store=store, resume=resume, fork=fork)
     except (ConfigError, DeviceError, DataNotFound, DataFormatError, KeyError, FileNotFoundError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}")

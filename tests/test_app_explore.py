@@ -57,7 +57,7 @@ def engine_predictions(run):
 
 
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -108,7 +108,7 @@ def test_samples_without_data_says_how_to_get_it(no_data):
 def test_the_pages_read_the_data_folder_chosen_in_the_sidebar(no_data, tmp_path):
     elsewhere = tmp_path / "my-copy"
     write_batches(elsewhere)
-    at = AppTest.from_file(str(ROOT / "pages" / "samples.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "samples.py"), default_timeout=TIMEOUT)
     at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box sets
     at.run()
     assert not at.exception and "No CIFAR-10 here yet" not in text_of(at)

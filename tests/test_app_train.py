@@ -3,9 +3,8 @@
 AppTest runs the script in this process, so the job manager the page uses is the one `common.job_manager()`
 returns here; the fixture clears Streamlit's caches and stops the job between tests. AppTest does not tick
 `run_every` timers: a test reruns the page itself once the job has moved on (the browser test sees the ticks).
-`rerun` runs the whole app again as a browser does: left alone, an AppTest of an app with a pages/ folder
-reruns only the page file it finished on (it resets Streamlit's pages-directory detection before every run),
-without dashboard.py and its sidebar.
+`rerun` runs the whole app again, from dashboard.py, on the page the previous run finished on, as a browser
+does. (When the pages lived in a pages/ folder, AppTest reran the page file alone without it.)
 """
 
 import json
@@ -22,7 +21,7 @@ from cifar_app import bench, jobs
 from cifar_app import data as cifar_data
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
 from conftest import ROOT, write_batches
-from pages import common
+from app_pages import common
 
 TIMEOUT = 60
 TINY = {"blocks": 3, "width": 8, "k": 2, "batch_size": 32, "epochs": 2, "lr": 3e-3}

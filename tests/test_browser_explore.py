@@ -1,6 +1,6 @@
 """The Evaluate page in a real browser: a click on a confusion-matrix cell opens that cell's images.
 
-AppTest cannot click a chart, so this drives `streamlit run pages/evaluate.py` in Debian's Chromium. The
+AppTest cannot click a chart, so this drives `streamlit run app_pages/evaluate.py` in Debian's Chromium. The
 cell under the pointer is read from the chart's own tooltip, then clicked; the page must then show the
 images of exactly that (true, predicted) pair. A screenshot is kept under artifacts/.
 """
@@ -87,7 +87,7 @@ def test_clicking_a_confusion_cell_shows_its_images(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     write_batches(tmp_path / "data")
     env = {"CIFAR_DATA_DIR": str(tmp_path / "data"), "CIFAR_RUNS_DIR": str(trained_runs_dir())}
-    with streamlit_server(ROOT / "pages" / "evaluate.py", env) as url, sync_api.sync_playwright() as p:
+    with streamlit_server(ROOT / "app_pages" / "evaluate.py", env) as url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})

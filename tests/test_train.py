@@ -142,7 +142,7 @@ def test_a_fork_cannot_change_the_network(tiny_data, tmp_path):
     from cifar_app.config import ConfigError
 
     parent = train(tiny_config(epochs=1, name="p"), data=tiny_data, store=RunStore(tmp_path)).run
-    with pytest.raises(ConfigError, match="width 8 -> 16"):
+    with pytest.raises(ConfigError, match="width must stay as they were \\(width 8 -> 16\\)"):
         train(tiny_config(epochs=2, width=16), data=tiny_data, store=RunStore(tmp_path), fork=(parent, "last"))
     assert len(RunStore(tmp_path).runs()) == 1  # nothing written for the refused fork
 
@@ -160,10 +160,10 @@ def test_the_cli_refuses_to_resume_with_other_hyperparameters(tmp_path):
     assert again.returncode == 1 and "--lr cannot change" in again.stdout and f"--fork {run.id}" in again.stdout
     finished = subprocess.run([sys.executable, "-m", "cifar_app.train", *common, "--resume", run.id], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0 and "already finished" in finished.stdout
+    assert finished.returncode == 1 and "finished all its epochs" in finished.stdout
     forked = subprocess.run([sys.executable, "-m", "cifar_app.train", *common, "--fork", run.id, "--width", "16",
                              "--epochs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert forked.returncode == 1 and "cannot change" in forked.stdout and "Traceback" not in forked.stderr
+    assert forked.returncode == 1 and "width 8 -> 16" in forked.stdout and "Traceback" not in forked.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)")

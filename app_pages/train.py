@@ -1,18 +1,18 @@
 """The Train page: every hyperparameter as a widget, presets, a model summary, Start/Stop and the live view.
 
-The page never trains: Start hands the config to the process-wide job (pages.common.job_manager) and the
+The page never trains: Start hands the config to the process-wide job (app_pages.common.job_manager) and the
 live view redraws a snapshot of it in a fragment about once a second while a run trains.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from cifar_app import bench, charts
+from cifar_app import bench, charts, compare, report
 from cifar_app.config import (
     DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, SCHEDULES, ConfigError, TrainConfig,
     matching_preset, preset,
@@ -20,14 +20,13 @@ from cifar_app.config import (
 from cifar_app.data import DataFormatError, DataNotFound, data_status
 from cifar_app.device import DeviceError, pick_device
 from cifar_app.jobs import JobBusy, JobSnapshot, estimate_seconds
+from cifar_app.lineage import ARCHITECTURE_FIELDS, fork_problems, fork_warnings
 from cifar_app.model import build_model, summarize
-from pages import common
+from app_pages import common
 
 PAGES_DIR = Path(__file__).resolve().parent
-PREFIX = "cfg_"  # session-state keys of the hyperparameter widgets: cfg_<TrainConfig field>
-FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name != "data_dir"]  # the data folder is in the sidebar
+PREFIX, FORM_FIELDS = common.FORM_PREFIX, common.FORM_FIELDS
 HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
-DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
 PRESET_TEXT = {
     "seed": "seed: the coursework (25 epochs)",
     "quick": "quick: narrow, 3 epochs on a CPU",
@@ -46,20 +45,13 @@ WIDTHS = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 
 
-def sci(value: float) -> str:
-    """1e-3, 4e-3, 1.5e-4, 0: learning rates and weight decays as people write them."""
-    if value == 0:
-        return "0"
-    mantissa, exponent = f"{value:.2e}".split("e")
-    return f"{float(mantissa):g}e{int(exponent)}"
+sci, duration, config_line = common.sci, common.duration, common.config_line
 
 
 # -- the form's state --------------------------------------------------------------------------------------
 
 
-def _typed(name: str, value: Any) -> Any:
-    kind = type(DEFAULTS[name])
-    return kind(value) if kind in (int, float, bool, str) else value
+_typed = common.form_value
 
 
 def init_form(config: TrainConfig) -> None:
@@ -77,12 +69,14 @@ def form_config() -> TrainConfig:
 
 
 def apply_preset() -> None:
-    """The preset control's callback: fill in every hyperparameter of the preset (not where/how it runs)."""
+    """The preset control's callback: fill in every hyperparameter of the preset (not where/how it runs, and
+    not the network's shape while setting up a fork, which loads its parent's weights)."""
     name = st.session_state.get("preset")
+    keep = RUNTIME_FIELDS + (ARCHITECTURE_FIELDS if st.session_state.get(common.FORK_KEY) else ())
     if name in PRESETS:
         chosen = preset(name)
         for field_name in FORM_FIELDS:
-            if field_name not in RUNTIME_FIELDS:
+            if field_name not in keep:
                 st.session_state[PREFIX + field_name] = getattr(chosen, field_name)
 
 
@@ -108,7 +102,7 @@ def _options(grid: list, name: str) -> list:
 
 
 def widget(name: str, kind: str, **kwargs: Any) -> None:
-    common_args = dict(key=PREFIX + name, help=HELP[name], persist_state="session")
+    common_args = dict(key=PREFIX + name, help=kwargs.pop("help", HELP[name]), persist_state="session")
     label = LABELS[name]
     if kind == "slider":
         kwargs["max_value"] = max(kwargs["max_value"], st.session_state[PREFIX + name])
@@ -125,7 +119,9 @@ def widget(name: str, kind: str, **kwargs: Any) -> None:
         st.text_input(label, **kwargs, **common_args)
 
 
-def hyperparameter_widgets() -> None:
+def hyperparameter_widgets(forking: bool = False) -> None:
+    """Every hyperparameter; a fork keeps its parent's network, so the shape widgets are locked then."""
+    shape = {"disabled": True, "help": "a fork loads its parent's weights: the network's shape stays"} if forking else {}
     data_tab, model_tab, optim_tab, run_tab = st.tabs(["Data", "Model", "Optimisation", "Run"])
     with data_tab:
         widget("train_subset", "number", min_value=0, max_value=50_000, step=1000)
@@ -134,9 +130,9 @@ def hyperparameter_widgets() -> None:
         widget("cutout", "slider", min_value=0, max_value=32, step=1)
         widget("download", "check")
     with model_tab:
-        widget("blocks", "slider", min_value=1, max_value=30, step=1)
-        widget("k", "slider", min_value=1, max_value=16, step=1)
-        widget("width", "select_slider", options=_options(WIDTHS, "width"))
+        widget("blocks", "slider", min_value=1, max_value=30, step=1, **shape)
+        widget("k", "slider", min_value=1, max_value=16, step=1, **shape)
+        widget("width", "select_slider", options=_options(WIDTHS, "width"), **shape)
         widget("attn_temperature", "number", min_value=0.1, max_value=100.0, step=1.0, format="%.1f")
         widget("attn_anneal_epochs", "number", min_value=0, max_value=500, step=1)
         widget("zero_init_bn", "check")
@@ -195,22 +191,6 @@ def training_speed(config: TrainConfig, may_measure: bool) -> float | None:
     with lock:
         memo[key] = speed
     return speed
-
-
-def config_line(config: TrainConfig) -> str:
-    """The run's recipe in one line: its preset (or custom) and the numbers that matter most."""
-    name = matching_preset(config) or "custom"
-    return (f"{name} · {config.blocks} blocks, width {config.width}, K={config.k} · {config.optimizer} lr "
-            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {config.epochs} epochs")
-
-
-def duration(seconds: float) -> str:
-    """Short enough for a metric in a quarter of the page: 45 s, 16.5 min, 2.3 h."""
-    if seconds < 90:
-        return f"{max(0, round(seconds))} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def model_summary(config: TrainConfig, job_running: bool) -> None:
@@ -280,7 +260,9 @@ def end_summary(snap: JobSnapshot) -> None:
     elif snap.status == "stopped":
         st.warning(f"The run was {snap.reason or 'stopped'}. What it learned is saved.", icon=":material/stop_circle:")
     else:
-        st.success(f"The run finished {len(snap.epochs)} epochs.", icon=":material/check_circle:")
+        first = snap.epochs[0].epoch if snap.epochs else 1
+        done = f"epochs {first}–{snap.epochs[-1].epoch}" if first > 1 else f"{len(snap.epochs)} epochs"
+        st.success(f"The run finished {done}.", icon=":material/check_circle:")  # a fork starts after epoch 1
     best, final = snap.best, snap.final
     if not snap.epochs:
         return
@@ -301,7 +283,7 @@ def end_summary(snap: JobSnapshot) -> None:
     columns[3].caption(f"{len(snap.epochs)} of {snap.total_epochs} epochs")
     if snap.run_id:
         if (PAGES_DIR / "evaluate.py").is_file():
-            st.page_link("pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
+            st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
                          icon=":material/grid_on:", query_params={"run": snap.run_id})
         st.caption(f"Saved in `{snap.run_path}`.")
 
@@ -327,7 +309,7 @@ def live_view(job_id: int, polling: bool) -> None:
     title = snap.run_name or "new run"
     st.subheader(f"{'Training' if snap.running else 'Last run'}: {title}", anchor=False)
     if snap.config is not None:  # this tab's form may show other values than the run it is watching
-        st.caption(config_line(snap.config))
+        st.caption(config_line(snap.config) + (f" · {snap.origin}" if snap.origin else ""))
     if snap.running:
         progress_view(snap)
     else:
@@ -359,6 +341,66 @@ def live_view(job_id: int, polling: bool) -> None:
         epoch_table(snap)
 
 
+# -- runs training in other processes --------------------------------------------------------------------
+
+
+ELSEWHERE_LIVE_S = 2.0  # while a run trains elsewhere: redraw its progress and curve
+ELSEWHERE_WATCH_S = 10.0  # otherwise: look for one starting (a stat per run folder)
+ELSEWHERE_CHART_HEIGHT = 150
+
+
+def elsewhere_view(shown: tuple[str, ...]) -> None:
+    """Runs that another process (a terminal, another machine) is training into this run store."""
+    runs = compare.running_elsewhere(common.runs_store())
+    if tuple(run.id for run in runs) != shown:
+        st.rerun()  # one started or ended: redraw the page, which sets the polling pace
+    if not runs:
+        return
+    with st.container(border=True, key="elsewhere"):
+        st.markdown("**Also training elsewhere**")
+        st.caption("Runs that other processes are writing into this run store (e.g. `python -m cifar_app.train` "
+                   "in a terminal); they cannot be stopped from here.")
+        for run in runs:
+            progress, curve = st.columns([3, 2], vertical_alignment="center")
+            progress.progress(run.progress(), text=f"**{run.name}** · {compare.elsewhere_line(run)}")
+            rows = run.metrics()
+            if rows:
+                row = report.run_row(run)
+                spec = dict(epoch_chart_specs(tuple(tuple(r.get(c) for c in charts.EPOCH_COLUMNS) for r in rows),
+                                              run.config().epochs, row["best_epoch"], row["best_by"])[1])
+                spec["height"] = ELSEWHERE_CHART_HEIGHT
+                with curve.container(key=f"elsewhere_chart_{run.id}"):
+                    st.vega_lite_chart(spec=spec, width="stretch")
+            else:
+                curve.caption("Its curve appears when its first epoch ends.")
+        st.page_link("app_pages/runs.py", label="Every run on the Runs page", icon=":material/history:")
+
+
+def fork_source() -> tuple[Any, str, list[str], list[str]] | None:
+    """(parent run, checkpoint, problems, warnings) while the form sets up a fork, else None."""
+    source = st.session_state.get(common.FORK_KEY)
+    if not source:
+        return None
+    try:
+        parent = common.runs_store().get(source["run"])
+    except KeyError:
+        return None, source["which"], [f"the run to fork from ({source['name']}) is gone from the run store."], []
+    config = form_config()
+    return parent, source["which"], fork_problems(parent, source["which"], config), fork_warnings(parent, config)
+
+
+def fork_banner() -> None:
+    source = st.session_state[common.FORK_KEY]
+    with st.container(border=True, key="fork_banner"):
+        st.markdown(f":material/call_split: **Fork of {source['name']}** from its {source['which']} checkpoint "
+                    f"(after epoch {source['epoch']})")
+        st.caption(f"A new run that starts from those weights and numbers its epochs on from {source['epoch'] + 1}; "
+                   "the optimizer and schedule start afresh with the values below. The network's shape stays.")
+        if st.button("Cancel the fork", key="cancel_fork", icon=":material/close:"):
+            st.session_state.pop(common.FORK_KEY, None)
+            st.rerun()
+
+
 # -- the page ---------------------------------------------------------------------------------------------
 
 st.title("Train", anchor=False)
@@ -369,16 +411,20 @@ init_form(preset("seed"))
 config = form_config()
 st.session_state["preset"] = matching_preset(config)  # shows 'custom' (nothing picked) once a value is changed
 
+forking = bool(st.session_state.get(common.FORK_KEY))
 settings, main = st.columns([1, 2], gap="large")
 with settings:
+    if forking:
+        fork_banner()
     st.segmented_control("Preset", list(PRESETS), key="preset", required=True, on_change=apply_preset,
                          format_func=lambda name: name, help="\n".join(f"- {PRESET_TEXT.get(n, n)}" for n in PRESETS))
     if st.session_state["preset"] is None:
         st.caption("custom: changed from the presets")
     else:
         st.caption(PRESET_TEXT.get(st.session_state["preset"], ""))
-    hyperparameter_widgets()
+    hyperparameter_widgets(forking)
 config = form_config()
+fork = fork_source()
 
 with main:
     summary_box = st.container()
@@ -391,26 +437,35 @@ with main:
         pick_device(config.device)
     except DeviceError as error:
         problems.append(str(error))
+    if fork is not None:
+        problems += fork[2]
+        for warning in fork[3]:
+            st.warning(warning, icon=":material/warning:")
     if problems:
         st.error("This configuration cannot run:\n" + "\n".join(f"- {p}" for p in problems), icon=":material/block:")
 
     start_col, stop_col = st.columns(2)
-    start = start_col.button("Start training", key="start", type="primary", icon=":material/play_arrow:",
+    start = start_col.button("Start the fork" if fork else "Start training", key="start", type="primary",
+                             icon=":material/call_split:" if fork else ":material/play_arrow:",
                              disabled=bool(problems), width="stretch")
     stop = stop_col.button("Stop", key="stop", icon=":material/stop:", disabled=not manager.running,
                            width="stretch", help="stops within one batch; what was learned is saved")
     if start:
         try:
-            manager.start(config)
+            manager.start(config, fork=fork[:2] if fork else None)
         except JobBusy as error:
             st.warning(f"Not started: {error}", icon=":material/hourglass_top:")
         except (ConfigError, DeviceError, DataNotFound, DataFormatError) as error:
             st.error(f"Not started: {error}", icon=":material/block:")
         else:
+            st.session_state.pop(common.FORK_KEY, None)
             st.rerun()  # redraw with Stop enabled and the live view polling
     if stop and manager.stop():
         st.toast("Stopping after this batch…", icon=":material/stop_circle:")
 
+    # runs of other processes first: compact, and nothing at all while there are none
+    elsewhere = tuple(run.id for run in compare.running_elsewhere(common.runs_store()))
+    st.fragment(elsewhere_view, run_every=ELSEWHERE_LIVE_S if elsewhere else ELSEWHERE_WATCH_S)(elsewhere)
     snap = manager.snapshot()
     st.fragment(live_view, run_every=common.POLL_S if snap.running else None)(snap.job_id, snap.running)
 

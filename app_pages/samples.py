@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run pages/samples.py`
+if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/samples.py`
     sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from cifar_app.charts import class_balance_chart  # noqa: E402
 from cifar_app.data import augment, class_counts, denormalize, sample_batch, to_png_bytes  # noqa: E402
-from pages.models import get_data  # noqa: E402
+from app_pages.models import get_data  # noqa: E402
 
 BATCH = 100
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run pages/evaluate.py`
+if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/evaluate.py`
     sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
@@ -16,7 +16,7 @@ import streamlit as st  # noqa: E402
 from cifar_app import evaluate  # noqa: E402
 from cifar_app.charts import CONFUSION_SELECTION, confusion_chart, per_class_chart  # noqa: E402
 from cifar_app.data import to_png_bytes  # noqa: E402
-from pages.models import get_data, pick_model, predictions_csv, test_predictions  # noqa: E402
+from app_pages.models import get_data, pick_model, predictions_csv, test_predictions  # noqa: E402
 
 ANY = "any"
 

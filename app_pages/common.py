@@ -8,17 +8,23 @@ job with `job_manager().snapshot()`; the run that just ended is `snapshot().run_
 from __future__ import annotations
 
 import threading
+from dataclasses import fields
+from typing import Any
 
 import streamlit as st
 
 from cifar_app import data as cifar_data
-from cifar_app.config import default_data_dir
+from cifar_app.config import TrainConfig, default_data_dir, matching_preset
 from cifar_app.device import describe_device, pick_device
 from cifar_app.jobs import JobManager, JobSnapshot
 from cifar_app.runs import RunStore
 
 DATA_DIR_KEY = "data_dir"
 POLL_S = 1.0  # how often an open tab redraws the live parts while a run trains
+FORM_PREFIX = "cfg_"  # session-state keys of the Train page's hyperparameter widgets: cfg_<TrainConfig field>
+FORK_KEY = "fork_source"  # {"run": id, "which": "best"|"last", "epoch": n, "name": ...} while the form sets up a fork
+FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name != "data_dir"]  # the data folder is in the sidebar
+_DEFAULT_TYPES = {f.name: type(getattr(TrainConfig(data_dir=""), f.name)) for f in fields(TrainConfig)}
 
 
 @st.cache_resource(show_spinner=False)
@@ -46,6 +52,47 @@ def device_description() -> str:
 def data_dir() -> str:
     """The data folder the sidebar shows (the same on every page)."""
     return st.session_state.get(DATA_DIR_KEY) or default_data_dir()
+
+
+def form_value(name: str, value: Any) -> Any:
+    """A config value as its Train page widget holds it (the field's own type: a saved 0 may be a float)."""
+    kind = _DEFAULT_TYPES[name]
+    return kind(value) if kind in (int, float, bool, str) else value
+
+
+def open_in_train_form(config: TrainConfig, fork: dict[str, Any] | None = None) -> None:
+    """Fill the Train page's widgets with `config` (and remember the fork's source, if any), then go there."""
+    for name in FORM_FIELDS:
+        st.session_state[FORM_PREFIX + name] = form_value(name, getattr(config, name))
+    if fork is None:
+        st.session_state.pop(FORK_KEY, None)
+    else:
+        st.session_state[FORK_KEY] = fork
+    st.switch_page("app_pages/train.py")
+
+
+def sci(value: float) -> str:
+    """1e-3, 4e-3, 1.5e-4, 0: learning rates and weight decays as people write them."""
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def duration(seconds: float) -> str:
+    """Short enough for a metric in a quarter of the page: 45 s, 16.5 min, 2.3 h."""
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def config_line(config: TrainConfig) -> str:
+    """The run's recipe in one line: its preset (or custom) and the numbers that matter most."""
+    name = matching_preset(config) or "custom"
+    return (f"{name} · {config.blocks} blocks, width {config.width}, K={config.k} · {config.optimizer} lr "
+            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {config.epochs} epochs")
 
 
 def job_line(snap: JobSnapshot) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # when a page runs on its own (`streamlit run pages/evaluate.py`)
+if str(ROOT) not in sys.path:  # when a page runs on its own (`streamlit run app_pages/evaluate.py`)
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
@@ -27,7 +27,7 @@ from cifar_app.data import (  # noqa: E402
 from cifar_app.device import pick_device  # noqa: E402
 from cifar_app.report import run_row  # noqa: E402
 from cifar_app.runs import Run, RunStore  # noqa: E402
-from pages.common import data_dir, runs_store  # noqa: E402
+from app_pages.common import data_dir, runs_store  # noqa: E402
 
 UPLOAD = "upload"
 HOW_TO_TRAIN = (
@@ -122,6 +122,11 @@ def pick_model(page: str) -> ModelChoice | None:
     default = options.index(asked) if asked in by_id else next(
         (i for i, r in enumerate(runs) if r.status() in ("finished", "stopped")), 0)
     labels = {r.id: _describe(r) for r in runs}
+    wanted = st.query_params.get("run")
+    if wanted is not None:  # a link from the Train or Runs page names the run: pick it once
+        if wanted in by_id:
+            default = options.index(wanted)
+        del st.query_params["run"]
     left, right = st.columns([3, 1])
     choice = left.selectbox(
         "Model", options, index=default, key=f"{page}_model",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run pages/predict.py`
+if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/predict.py`
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
@@ -21,8 +21,8 @@ from cifar_app.data import data_status, to_png_bytes  # noqa: E402
 from cifar_app.predict import (  # noqa: E402
     ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, predict_images, prepare_upload,
 )
-from pages.common import data_dir  # noqa: E402
-from pages.models import device, get_data, pick_model  # noqa: E402
+from app_pages.common import data_dir  # noqa: E402
+from app_pages.models import device, get_data, pick_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 FIT_HELP = {"crop": "the centre square", "pad": "the whole image, black bars", "squash": "the whole image, stretched"}
