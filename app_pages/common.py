@@ -49,6 +49,18 @@ def device_description() -> str:
     return describe_device(pick_device("auto"))
 
 
+@st.cache_resource(show_spinner="Loading CIFAR-10…", max_entries=2)
+def _dataset(root: str) -> cifar_data.Cifar10:
+    return cifar_data.load_cifar10(root)
+
+
+def dataset() -> cifar_data.Cifar10 | None:
+    """The decoded dataset of the sidebar's folder, one copy per process for every page and the training
+    job (180 MB: holding it twice would double that); None while the folder has no copy."""
+    found, root = cifar_data.data_status(data_dir())
+    return _dataset(str(root.resolve())) if found is not None else None
+
+
 def data_dir() -> str:
     """The data folder the sidebar shows (the same on every page)."""
     return st.session_state.get(DATA_DIR_KEY) or default_data_dir()

@@ -22,12 +22,12 @@ import streamlit as st  # noqa: E402
 from cifar_app import evaluate  # noqa: E402
 from cifar_app.checkpoints import CheckpointError, LoadedModel, load_model_file, load_run_model  # noqa: E402
 from cifar_app.data import (  # noqa: E402
-    Cifar10, DataFormatError, DataNotFound, data_status, load_cifar10,
+    Cifar10, DataFormatError, DataNotFound, data_status,
 )
 from cifar_app.device import pick_device  # noqa: E402
 from cifar_app.report import run_row  # noqa: E402
 from cifar_app.runs import Run, RunStore  # noqa: E402
-from app_pages.common import data_dir, runs_store  # noqa: E402
+from app_pages.common import data_dir, dataset, runs_store  # noqa: E402
 
 UPLOAD = "upload"
 HOW_TO_TRAIN = (
@@ -45,11 +45,6 @@ class ModelChoice:
     run_id: str | None = None
 
 
-@st.cache_resource(show_spinner="Loading CIFAR-10…", max_entries=2)
-def _load_data(root: str) -> Cifar10:
-    return load_cifar10(root)
-
-
 def get_data() -> Cifar10 | None:
     """The dataset, or None after telling the user where it was looked for and how to get it."""
     found, root = data_status(data_dir())
@@ -62,7 +57,7 @@ def get_data() -> Cifar10 | None:
             st.code(str(DataNotFound(root)), language=None)
         return None
     try:
-        return _load_data(str(root.resolve()))
+        return dataset()
     except (DataNotFound, DataFormatError) as error:
         st.error(str(error))
         return None

@@ -21,7 +21,7 @@ from cifar_app.data import DataFormatError, DataNotFound, data_status
 from cifar_app.device import DeviceError, pick_device
 from cifar_app.jobs import JobBusy, JobSnapshot, estimate_seconds
 from cifar_app.lineage import ARCHITECTURE_FIELDS, fork_problems, fork_warnings
-from cifar_app.model import build_model, summarize
+from cifar_app.model import summarize_shape
 from app_pages import common
 
 PAGES_DIR = Path(__file__).resolve().parent
@@ -166,7 +166,7 @@ def hyperparameter_widgets(forking: bool = False) -> None:
 @st.cache_data(show_spinner=False, max_entries=256)
 def model_size(blocks: int, k: int, width: int) -> tuple[int, int]:
     """(parameters, multiply-adds per image) of the network these three numbers describe."""
-    summary = summarize(build_model(TrainConfig(blocks=blocks, k=k, width=width, data_dir=""), "cpu"))
+    summary = summarize_shape(blocks, k, width)  # counted, not built: a slider can ask for billions
     return summary.params, summary.macs
 
 
@@ -452,7 +452,7 @@ with main:
                            width="stretch", help="stops within one batch; what was learned is saved")
     if start:
         try:
-            manager.start(config, fork=fork[:2] if fork else None)
+            manager.start(config, common.dataset(), fork=fork[:2] if fork else None)
         except JobBusy as error:
             st.warning(f"Not started: {error}", icon=":material/hourglass_top:")
         except (ConfigError, DeviceError, DataNotFound, DataFormatError) as error:

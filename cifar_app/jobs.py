@@ -25,7 +25,8 @@ from cifar_app.device import DeviceError, pick_device
 from cifar_app.lineage import RESUME_RUNTIME_FIELDS, branch_epoch, fork_problems
 from cifar_app.runs import Run, RunStore
 from cifar_app.train import (
-    REPORT_INTERVAL_S, BatchEvent, EpochEvent, Event, ResumeEvent, StatusEvent, best_epoch, train,
+    REPORT_INTERVAL_S, BatchEvent, EpochEvent, Event, ResumeEvent, StatusEvent, best_epoch, final_epoch, selection,
+    train,
 )
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,11 @@ class JobSnapshot:
 
     @property
     def final(self) -> EpochEvent | None:
-        tested = [e for e in self.epochs if e.test_acc is not None]
-        return tested[-1] if tested else None
+        return final_epoch(self.epochs)
 
     @property
     def selection(self) -> str:
-        """What picked the best epoch: 'validation' when a split was held out, else 'test'."""
-        return "validation" if any(e.val_acc is not None for e in self.epochs) else "test"
+        return selection(self.epochs)
 
     @property
     def total_epochs(self) -> int:

@@ -10,16 +10,14 @@ from typing import Any
 
 from cifar_app.config import matching_preset
 from cifar_app.runs import Run, RunStore
+from cifar_app.train import best_epoch, events_from_rows, final_epoch, selection
 
 
 def run_row(run: Run) -> dict[str, Any]:
     """Name, status, key hyperparameters and figures of one run; accuracies in percent, None when unknown."""
     config, record, meta, rows = run.config(), run.config_record(), run.meta(), run.metrics()
-    with_val = [r for r in rows if r["val_acc"] is not None and r["test_acc"] is not None]
-    scored = with_val or [r for r in rows if r["test_acc"] is not None]
-    key = "val_acc" if with_val else "test_acc"
-    best = max(scored, key=lambda r: r[key]) if scored else None
-    tested = [r for r in rows if r["test_acc"] is not None]
+    history = events_from_rows(rows, config.epochs)
+    best, final = best_epoch(history), final_epoch(history)
     origin = run.parent()
     return {
         "id": run.id,
@@ -27,11 +25,11 @@ def run_row(run: Run) -> dict[str, Any]:
         "status": run.status(),
         "preset": matching_preset(config) or "custom",
         "epochs": f"{rows[-1]['epoch'] if rows else (origin[1] if origin else 0)}/{config.epochs}",
-        "best_by": "validation" if with_val else "test",
-        "best_epoch": best["epoch"] if best else None,
-        "best_val_acc": best["val_acc"] if best else None,
-        "best_test_acc": best["test_acc"] if best else None,
-        "final_test_acc": tested[-1]["test_acc"] if tested else None,
+        "best_by": selection(history),
+        "best_epoch": best.epoch if best else None,
+        "best_val_acc": best.val_acc if best else None,
+        "best_test_acc": best.test_acc if best else None,
+        "final_test_acc": final.test_acc if final else None,
         "final_train_acc": rows[-1]["train_acc"] if rows else None,
         "seconds": meta.get("seconds") or sum(r["seconds"] or 0 for r in rows),
         "device": record.get("device", ""),

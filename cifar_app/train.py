@@ -115,8 +115,7 @@ class RunResult:
 
     @property
     def selection(self) -> str:
-        """What picks the best epoch: 'validation' when a split was held out, else 'test' (flattering)."""
-        return "validation" if any(e.val_acc is not None for e in self.history) else "test"
+        return selection(self.history)
 
     @property
     def best(self) -> EpochEvent | None:
@@ -124,8 +123,7 @@ class RunResult:
 
     @property
     def final(self) -> EpochEvent | None:
-        tested = [e for e in self.history if e.test_acc is not None]
-        return tested[-1] if tested else None
+        return final_epoch(self.history)
 
     def summary_lines(self) -> list[str]:
         best, final = self.best, self.final
@@ -153,11 +151,22 @@ class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number."""
 
 
+def selection(history: list[EpochEvent]) -> str:
+    """What picks the best epoch: 'validation' when a split was held out, else 'test' (which flatters)."""
+    return "validation" if any(e.val_acc is not None for e in history) else "test"
+
+
 def best_epoch(history: list[EpochEvent]) -> EpochEvent | None:
     """The best epoch by validation accuracy when one was measured, else by test accuracy; ties: earliest."""
-    key = "val_acc" if any(e.val_acc is not None for e in history) else "test_acc"
+    key = "val_acc" if selection(history) == "validation" else "test_acc"
     scored = [e for e in history if getattr(e, key) is not None and e.test_acc is not None]
     return max(scored, key=lambda e: getattr(e, key)) if scored else None
+
+
+def final_epoch(history: list[EpochEvent]) -> EpochEvent | None:
+    """The last epoch whose test accuracy was measured."""
+    tested = [e for e in history if e.test_acc is not None]
+    return tested[-1] if tested else None
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
@@ -295,7 +304,7 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
-def _events_from_rows(rows: list[dict[str, Any]], epochs: int) -> list[EpochEvent]:
+def events_from_rows(rows: list[dict[str, Any]], epochs: int) -> list[EpochEvent]:
     return [
         EpochEvent(epoch=int(r["epoch"]), epochs=epochs, train_loss=r["train_loss"], train_acc=r["train_acc"],
                    val_acc=r["val_acc"], test_acc=r["test_acc"], lr=r["lr"], seconds=r["seconds"],
@@ -339,7 +348,7 @@ def train(
         config = resume.config().replace(**{k: getattr(config, k) for k in RESUME_RUNTIME_FIELDS})
         checkpoint = resume.load_checkpoint("last")
         if checkpoint["epoch"] >= config.epochs:
-            return RunResult("finished", "this run had already finished", _events_from_rows(resume.metrics(), config.epochs), resume)
+            return RunResult("finished", "this run had already finished", events_from_rows(resume.metrics(), config.epochs), resume)
     config.check()
     device = pick_device(config.device)
     bf16 = use_bf16(device, config.precision)
@@ -397,7 +406,7 @@ def train(
         start_epoch, start_batch, accum = checkpoint["epoch"], checkpoint["batch"], checkpoint["accum"]
         rows = [r for r in resume.metrics() if r["epoch"] <= start_epoch]
         resume.write_metrics(rows)  # an epoch logged after the checkpoint was written is trained again
-        history = _events_from_rows(rows, config.epochs)
+        history = events_from_rows(rows, config.epochs)
         run = resume
         run.update_meta(status="running", reason="", pid=os.getpid(), host=socket.gethostname(), resumed=time.time())
         emit(StatusEvent(f"Resuming {run.name} at epoch {start_epoch + 1}, batch {start_batch + 1}"))

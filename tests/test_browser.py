@@ -6,26 +6,15 @@ The screenshots go to artifacts/ (ignored by git): look at them.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, IDLE, streamlit_server
 from conftest import ROOT, write_batches
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 PORTS = range(8601, 8650)
 ARTIFACTS = ROOT / "artifacts"
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 ACCURACY_POINTS = ".st-key-accuracy_chart [aria-roledescription='point']"
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -33,50 +22,14 @@ if not CHROMIUM.is_file():
     pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
 @pytest.fixture
 def app_url(tmp_path):
     """The dashboard on a free port, over a small on-disk CIFAR-10 and an empty run store."""
     write_batches(tmp_path / "data", train_per_class=60, test_per_class=10)
-    port = free_port()
-    env = {**os.environ, "CIFAR_DATA_DIR": str(tmp_path / "data"), "CIFAR_RUNS_DIR": str(tmp_path / "runs"),
+    env = {"CIFAR_DATA_DIR": str(tmp_path / "data"), "CIFAR_RUNS_DIR": str(tmp_path / "runs"),
            "OMP_NUM_THREADS": "1"}  # a small model on shared cores: one thread does not spin against the others
-    log = open(tmp_path / "streamlit.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true", "--server.port",
-         str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "streamlit.log").read_text()
-            assert time.monotonic() < deadline, "streamlit did not become healthy in 60 s"
-            time.sleep(0.3)
+    with streamlit_server(ROOT / "dashboard.py", env, PORTS, tmp_path / "streamlit.log", timeout=60) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def test_a_tiny_run_draws_its_accuracy_curve_live(app_url):
