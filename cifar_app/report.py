@@ -31,7 +31,8 @@ def run_row(run: Run) -> dict[str, Any]:
         "best_test_acc": best.test_acc if best else None,
         "final_test_acc": final.test_acc if final else None,
         "final_train_acc": rows[-1]["train_acc"] if rows else None,
-        "seconds": meta.get("seconds") or sum(r["seconds"] or 0 for r in rows),
+        # a killed process never wrote its time to meta: the epochs' own seconds count what it trained
+        "seconds": max(meta.get("seconds") or 0, sum(r["seconds"] or 0 for r in rows)),
         "device": record.get("device", ""),
         "width": config.width,
         "optimizer": config.optimizer,

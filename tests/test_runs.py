@@ -13,7 +13,7 @@ import torch
 
 from cifar_app.atomic import atomic_write_json, atomic_write_text
 from cifar_app.checkpoints import CheckpointError, export_bytes, load_model_file, load_run_model
-from cifar_app.report import markdown, runs_table
+from cifar_app.report import markdown, run_row, runs_table
 from cifar_app.runs import Run, RunStore
 from cifar_app.train import train
 from conftest import ROOT, tiny_config, write_batches
@@ -118,6 +118,8 @@ def test_a_cli_run_killed_mid_epoch_resumes_to_the_end(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert run.status() == "finished"
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # the curve goes on from where it was
+    # the duration on the Runs page counts the epochs trained before the kill too, not only the resumed ones
+    assert run_row(run)["seconds"] >= sum(r["seconds"] for r in rows)
 
 
 def test_fork_from_a_saved_epoch_with_a_new_learning_rate(tmp_path, tiny_data):
