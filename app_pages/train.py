@@ -407,7 +407,8 @@ st.title("Train", anchor=False)
 st.caption("The coursework's dynamic-convolution CNN on CIFAR-10: choose the hyperparameters, start a run, "
            "watch it learn.")
 manager = common.job_manager()
-init_form(preset("seed"))
+# a new tab, or a reload, starts from the settings of the run it shows (the one training, or the last one)
+init_form(manager.snapshot().config or preset("seed"))
 config = form_config()
 st.session_state["preset"] = matching_preset(config)  # shows 'custom' (nothing picked) once a value is changed
 

@@ -130,6 +130,9 @@ def test_start_trains_a_tiny_model_and_the_page_shows_its_epochs(env):
     assert at.download_button(key="epochs_csv")
     saved = json.loads((Path(snap.run_path) / "config.json").read_text())["config"]
     assert {k: saved[k] for k in TINY} == TINY and manager.store.get(snap.run_id).status() == "finished"
+    # a reload (a new session) shows the settings of the run on the page, not the seed preset's
+    fresh = app().run()
+    assert {k: widget_values(fresh)[k] for k in TINY} == TINY and fresh.segmented_control(key="preset").value is None
 
 
 def test_stop_stops_a_running_job_and_a_second_start_is_refused(env):
