@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of issues 6 and 7 in one go (the device tool lends a GPU for minutes, not hours):
 #   1. the benchmark (coursework's way vs the project's path) for the seed, quick and best presets;
-#   2. the seed preset, 25 epochs, alone on the GPU (timed);
+#   2. the seed preset, 25 epochs, alone on the GPU (timed), then scripts/seed_gap_check.py on it;
 #   3. the best preset, 25 epochs, alone (timed);
 #   4. the ablation: best minus each ingredient, four runs at a time on the one GPU (accuracy; their times
 #      are not comparable with 2 and 3 because they share the card).
@@ -57,6 +57,8 @@ if has seed; then
   train seed --preset seed
   echo "$(stamp) seed done" | tee -a "$LOGS/timeline.txt"
   tail -n 6 "$LOGS/seed.log"
+  # where the seed loses its test accuracy: BatchNorm statistics, the train/test gap, attention saturation
+  PYTHONPATH=. $PY scripts/seed_gap_check.py "$RUNS" seed --data-dir data 2>&1 | tee "$LOGS/seed-gap.log"
   bundle
 fi
 if has best; then
