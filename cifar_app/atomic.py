@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
     path = Path(path)
@@ -39,4 +37,6 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
+    import torch  # only the writers of checkpoints and caches need it
+
     _atomic_write(path, lambda f: torch.save(payload, f), binary=True)

@@ -9,6 +9,11 @@ Three measurements on the current device, each after warm-up, each printed with 
      channels_last on CUDA). Before timing, both paths run the same weights on the same batch and must give
      the same logits within a stated tolerance, so the ratio compares like with like.
 The last line is the training-step speedup for the first preset, as `N.NNx`.
+
+The dashboard's time-per-epoch estimate comes from here too: `measure_images_per_s` times the same
+`TrainingStep` a run trains with on a few synthetic batches (refusing, before allocating, a model whose step
+would not fit in the memory a probe may take), `SpeedCache` keeps the measurements, and `estimate_seconds`
+turns one into the time of an epoch and of a run.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import argparse
 import copy
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,9 +35,11 @@ from cifar_app.config import TrainConfig, preset
 from cifar_app.data import (
     Cifar10, DataFormatError, DataNotFound, TensorLoader, load_cifar10, normalize, torchvision_loader,
 )
-from cifar_app.device import autocast, describe_device, pick_device, sync, use_bf16
-from cifar_app.model import IMPLEMENTATIONS, build_model, dynamic_conv, stage_plan
-from cifar_app.train import GraphedStep, describe_impls, make_optimizer, set_lr, train_step
+from cifar_app.device import autocast, describe_device, pick_device, prefers_channels_last, sync, use_bf16
+from cifar_app.model import IMPLEMENTATIONS, build_model, dynamic_conv
+from cifar_app.schedule import EVAL_COST, eval_images, train_images
+from cifar_app.shape import block_shapes, training_bytes
+from cifar_app.step import GraphedStep, TrainingStep, describe_impls, make_optimizer, set_lr, train_step
 
 # bf16 keeps 8 bits of mantissa: through 11 blocks, logits agree with fp32 to about 1e-2 relative.
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
@@ -94,10 +103,9 @@ def pipeline_timings(data: Cifar10, config: TrainConfig, device: torch.device, b
         x, y = x.to(device), y.to(device)
         return len(y)
 
-    channels_last = device.type == "cuda"
     tensors = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
                            augment_crop_flip=augment, cutout_size=config.cutout, device=device,
-                           channels_last=channels_last)
+                           channels_last=prefers_channels_last(device))
     ours = _cycle(lambda: (b[1:] for b in tensors.batches(0)))
 
     def project() -> int:
@@ -141,11 +149,7 @@ def block_timings(config: TrainConfig, device: torch.device, batches: int) -> li
     """Section 2b: forward+backward of the dynamic convolution alone, per distinct block shape: the
     measurements behind `auto_impl`."""
     bf16 = use_bf16(device, config.precision)
-    shapes, c_in, side = [], 3, 32
-    for c_out, pool in stage_plan(config.blocks, config.width):
-        if (c_in, c_out, side) not in shapes:
-            shapes.append((c_in, c_out, side))
-        c_in, side = c_out, side // 2 if pool else side
+    shapes = list(dict.fromkeys((c_in, c_out, side) for c_in, c_out, side, _ in block_shapes(config.blocks, config.width)))
     gen = torch.Generator().manual_seed(0)
     table = []
     for c_in, c_out, side in shapes:
@@ -195,53 +199,31 @@ def check_same_math(config: TrainConfig, device: torch.device) -> tuple[float, f
 def step_timings(
     data: Cifar10, config: TrainConfig, device: torch.device, batches: int, workers: int
 ) -> tuple[Timing, Timing]:
-    """Section 3: whole training steps, the coursework's way and the project's default."""
-    # the coursework's way: PIL DataLoader, fp32, K separate convolutions, NCHW
-    torch.manual_seed(config.seed)
-    slow_model = build_model(config.replace(impl="loop"), device)
-    slow_opt = make_optimizer(config, slow_model)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    """Section 3: whole training steps, the coursework's way and the project's default (train's own step)."""
+    slow_step = TrainingStep(config, device, fast=False)
     loader = _cycle(lambda: torchvision_loader(data.train_images, data.train_labels, config.batch_size, train=True,
                                                augment_crop_flip=config.augment, num_workers=workers))
 
     def coursework() -> int:
         x, y = loader()
-        x, y = x.to(device), y.to(device)
-        train_step(slow_model, slow_opt, criterion, x, y, device, bf16=False)
+        slow_step(x.to(device), y.to(device))
         return len(y)
 
-    # the project's default: what train() does
-    bf16 = use_bf16(device, config.precision)
-    channels_last = device.type == "cuda"
-    torch.manual_seed(config.seed)
-    fast_model = build_model(config, device)
-    if channels_last:
-        fast_model = fast_model.to(memory_format=torch.channels_last)
-    forward = torch.compile(fast_model) if config.compile else fast_model
-    graphs = config.cuda_graphs and device.type == "cuda" and not config.compile
-    fast_opt = make_optimizer(config, fast_model, tensor_lr=graphs)
-    graphed: list[GraphedStep] = []
+    fast_step = TrainingStep(config, device)
     tensors = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
                            augment_crop_flip=config.augment, cutout_size=config.cutout, device=device,
-                           channels_last=channels_last)
+                           channels_last=fast_step.channels_last)
     batches_iter = _cycle(lambda: (b[1:] for b in tensors.batches(0)))
 
     def project() -> int:
         x, y = batches_iter()
-        if graphs and not graphed:
-            graphed.append(GraphedStep(fast_model, fast_opt, criterion, x, y, device, bf16))
-        if graphed:
-            graphed[0](x, y)
-        else:
-            train_step(forward, fast_opt, criterion, x, y, device, bf16)
+        fast_step(x, y)
         return len(y)
 
     slow = _time(coursework, device, 2, batches)
     fast = _time(project, device, 5 if config.compile else 2, batches)
-    how = f"{config.impl} impl, {'bf16' if bf16 else 'fp32'}" + (", channels_last" if channels_last else "")
-    how += ", CUDA graph" if graphed else ""
     return (Timing("coursework: DataLoader+PIL, fp32, loop", slow),
-            Timing(f"project: tensors, {how}" + (", compiled" if config.compile else ""), fast))
+            Timing(f"project: tensors, {config.impl} impl, {fast_step.describe()}", fast))
 
 
 def check_graph_updates(config: TrainConfig, device: torch.device, steps: int = 4) -> float:
@@ -274,30 +256,89 @@ def check_graph_updates(config: TrainConfig, device: torch.device, steps: int = 
     return ((moved_graph - moved_eager).norm() / moved_eager.norm()).item()
 
 
+PROBE_MAX_BYTES = 2 * 2**30  # a speed probe never takes more than this, nor a quarter of what is free
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for a new allocation on `device` (Linux's MemAvailable on the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def probe_problem(config: TrainConfig, device: torch.device) -> str | None:
+    """Why the speed of `config` may not be measured here (a config validation refuses, or a step that would
+    need more memory than a probe may take), as a sentence; None when it may. Nothing is allocated."""
+    problems = config.validate()
+    if problems:
+        return "the configuration cannot run: " + " ".join(problems)
+    need = training_bytes(config.blocks, config.k, config.width, config.batch_size)
+    limit = min(PROBE_MAX_BYTES, available_bytes(device) // 4)
+    if need > limit:
+        return (f"one training step of this model would need about {need / 2**30:.1f} GiB; a speed probe takes at "
+                f"most {limit / 2**30:.1f} GiB here")
+    return None
+
+
 def measure_images_per_s(config: TrainConfig, device: torch.device | str = "cpu", batches: int = 3) -> float:
-    """Training images/s of the project's default path for `config` on `device` (synthetic batches): what the
-    dashboard's model summary uses to estimate the time of an epoch."""
+    """Training images/s of a run's own step for `config` on `device`, on synthetic batches. Raises
+    ValueError (with `probe_problem`'s sentence) rather than build what cannot fit."""
     device = torch.device(device)
+    problem = probe_problem(config, device)
+    if problem:
+        raise ValueError(problem)
     data = synthetic_cifar(n_train=max(config.batch_size * (batches + 2), 256), n_test=10)
-    model_config = config.replace(compile=False)
-    torch.manual_seed(0)
-    model = build_model(model_config, device)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model_config, model)
-    criterion = nn.CrossEntropyLoss()
-    bf16 = use_bf16(device, config.precision)
+    step = TrainingStep(config.replace(compile=False), device)
     loader = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
-                          augment_crop_flip=config.augment, device=device, channels_last=channels_last)
+                          augment_crop_flip=config.augment, device=device, channels_last=step.channels_last)
     next_batch = _cycle(lambda: (b[1:] for b in loader.batches(0)))
 
-    def step() -> int:
+    def one() -> int:
         x, y = next_batch()
-        train_step(model, optimizer, criterion, x, y, device, bf16)
+        step(x, y)
         return len(y)
 
-    return _time(step, device, 1, batches)
+    return _time(one, device, 1, batches)
+
+
+def estimate_seconds(config: TrainConfig, images_per_s: float) -> tuple[float, float]:
+    """Rough (seconds per epoch, seconds for the run) on full CIFAR-10 at a measured training speed."""
+    work = train_images(config) + eval_images(config) * EVAL_COST
+    epoch = work / max(images_per_s, 1e-9)
+    return epoch, epoch * config.epochs
+
+
+class SpeedCache:
+    """Measured training speeds, keyed by what sets the speed; safe to share between threads (the dashboard
+    keeps one per process, so every tab reuses a measurement)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._speeds: dict[tuple, float] = {}
+
+    @staticmethod
+    def key(config: TrainConfig, device: torch.device) -> tuple:
+        return (device.type, config.blocks, config.k, config.width, config.batch_size, config.impl, config.precision)
+
+    def get(self, config: TrainConfig, device: torch.device) -> float | None:
+        with self._lock:
+            return self._speeds.get(self.key(config, device))
+
+    def measure(self, config: TrainConfig, device: torch.device, batches: int = 2) -> float:
+        """Measure (or reuse) the speed; ValueError when it may not be measured (see `probe_problem`)."""
+        known = self.get(config, device)
+        if known is not None:
+            return known
+        speed = measure_images_per_s(config, device, batches)
+        with self._lock:
+            self._speeds[self.key(config, device)] = speed
+        return speed
 
 
 def _table(title: str, rows: list[Timing], baseline: float) -> str:

@@ -29,6 +29,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def available_devices() -> list[str]:
+    """The device names this machine can train on: auto, cpu, and cuda or mps where present."""
+    present = [name for name, ok in (("cuda", torch.cuda.is_available()), ("mps", torch.backends.mps.is_available()))
+               if ok]
+    return ["auto", "cpu", *present]
+
+
 def use_bf16(device: torch.device, precision: str = "auto") -> bool:
     """bf16 autocast: on CUDA by default (as fast as fp16, no loss scaler). On CPUs without bf16 units it is
     slower than fp32 (measured on this project's AVX2 machine), so 'auto' keeps fp32 there."""
@@ -37,6 +44,12 @@ def use_bf16(device: torch.device, precision: str = "auto") -> bool:
     if precision == "fp32":
         return False
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """Whether convolutions run in channels_last memory: faster with cuDNN's tensor-core kernels, measured
+    slower on the CPU."""
+    return device.type == "cuda"
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

@@ -8,6 +8,7 @@ model's confidence, and the CSV export.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +29,11 @@ def predict_logits(
     bf16: bool = False,
     tta_flip: bool = False,
     channels_last: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """float32 logits (N, classes) on `device` for uint8 NCHW images; with `tta_flip`, the mean of the
-    logits of each image and its mirror image."""
+    logits of each image and its mirror image. `on_batch(done, total)` hears after each batch (it may raise
+    to abandon the pass: the training loop's Stop does)."""
     was_training = model.training
     model.eval()
     chunks = []
@@ -44,6 +47,8 @@ def predict_logits(
                 if tta_flip:
                     logits = (logits + model(x.flip(3)).float()) / 2
             chunks.append(logits)
+            if on_batch is not None:
+                on_batch(min(start + batch_size, len(images)), len(images))
     finally:
         model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, 10, device=device)

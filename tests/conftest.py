@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -18,6 +19,11 @@ from cifar_app.config import TrainConfig  # noqa: E402
 from cifar_app.data import CLASSES, Cifar10  # noqa: E402
 
 OFFLINE_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+# The tests' networks are tiny: a second thread gains them nothing, and on a loaded 2-core machine torch's
+# threads spin against each other and against the app processes the browser tests start.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same for the CLI processes the tests start
 
 
 def make_images(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,8 @@ from streamlit.testing.v1 import AppTest
 from cifar_app import bench
 from cifar_app.data import CLASSES
 from cifar_app.runs import RunStore
-from cifar_app.train import EpochEvent, train
+from cifar_app.events import EpochEvent
+from cifar_app.train import train
 from conftest import ROOT, tiny_cifar, tiny_config, write_batches
 from app_pages import common
 

@@ -7,7 +7,9 @@ import torch
 from cifar_app.config import PRESETS, TrainConfig, preset
 from cifar_app.evaluate import predict_logits
 from cifar_app.model import build_model
-from cifar_app.train import attention_temperature, make_optimizer, train
+from cifar_app.schedule import attention_temperature
+from cifar_app.step import make_optimizer
+from cifar_app.train import train
 from conftest import tiny_config
 
 INGREDIENTS = {
