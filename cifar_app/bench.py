@@ -341,6 +341,27 @@ class SpeedCache:
         return speed
 
 
+def profile_table(config: TrainConfig, device: torch.device, steps: int = 5, rows: int = 25) -> str:
+    """A torch.profiler table of `steps` eager training steps (no CUDA graph: the graph hides the kernels it
+    replays), the operators that take the most device time first: where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = TrainingStep(config.replace(cuda_graphs=False, compile=False), device)
+    x = normalize(torch.randint(0, 256, (config.batch_size, 3, 32, 32), dtype=torch.uint8)).to(device)
+    x = x.contiguous(memory_format=torch.channels_last) if step.channels_last else x
+    y = torch.randint(0, 10, (config.batch_size,), device=device)
+    for _ in range(3):
+        step(x, y)
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(x, y)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def _table(title: str, rows: list[Timing], baseline: float) -> str:
     width = max(len(r.name) for r in rows) + 2
     lines = [title, f"  {'':{width}}{'images/s':>12}{'ratio':>9}"]
@@ -362,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also torch.compile the project's model")
     parser.add_argument("--width", type=int, default=None, help="override the presets' width (for quick tests)")
     parser.add_argument("--blocks", type=int, default=None, help="override the presets' depth (for quick tests)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a torch.profiler table of the first preset's eager training step")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
@@ -412,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the project's path does not compute the coursework's function for preset {name}")
             mismatch = True
     name = args.preset[0]
+    if args.profile:
+        print(f"\n4. where the time of an eager training step goes (preset {name}, batch {first.batch_size})", flush=True)
+        print(profile_table(first, device), flush=True)
     print(f"\ntraining-step speedup, preset {name} on {device.type}: {speedup[name]:.2f}x")
     return 1 if mismatch else 0
 
