@@ -42,7 +42,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: image-folder fingerprints cover every image
 
 
 class DataNotFound(FileNotFoundError):
@@ -164,6 +164,21 @@ def _decode(file: Path) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def _class_folders(split: Path) -> list[Path]:
+    """The class folders of one split that exist, in label order."""
+    return [split / name for name in CLASSES if (split / name).is_dir()]
+
+
+def _images(split: Path) -> list[tuple[int, os.DirEntry]]:
+    """(label, file) for every image the reader opens in one split, in label then name order."""
+    found = []
+    for folder in _class_folders(split):
+        with os.scandir(folder) as entries:
+            chosen = sorted((e for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES)), key=lambda e: e.name)
+        found += [(CLASSES.index(folder.name), entry) for entry in chosen]
+    return found
+
+
 def _read_folder_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     present = sorted(p.name for p in path.iterdir() if p.is_dir())
     unknown = sorted(set(present) - set(CLASSES))
@@ -171,13 +186,8 @@ def _read_folder_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise DataFormatError(
             f"{path} should hold one folder per CIFAR-10 class ({', '.join(CLASSES)}); found {present or 'none'}."
         )
-    files, labels = [], []
-    for label, name in enumerate(CLASSES):
-        folder = path / name
-        if folder.is_dir():
-            chosen = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            files += chosen
-            labels += [label] * len(chosen)
+    chosen = _images(path)
+    files, labels = [Path(entry.path) for _, entry in chosen], [label for label, _ in chosen]
     if not files:
         raise DataFormatError(f"{path} has class folders but no PNG or JPEG images in them.")
     # Pillow releases the GIL while decoding, so threads use every core.
@@ -192,15 +202,20 @@ def _read_folder(path: Path) -> tuple[torch.Tensor, ...]:
 
 
 def _fingerprint(found: Found) -> str:
-    """Changes when the files of the copy change (names, sizes, mtimes of what the reader opens)."""
+    """Changes when any file the reader opens changes: its path, size or mtime (an image replaced in place
+    too; the stats of 60,000 images take about 0.15 s here)."""
     digest = hashlib.sha1(f"{CACHE_VERSION}:{found.kind}:{found.path.resolve()}".encode())
-    if found.kind == "batches":
-        entries = [found.path / name for name in (*TRAIN_BATCHES, TEST_BATCH)]
+    if found.kind == "folder":
+        entries = [(f"{split}/{CLASSES[label]}/{e.name}", e) for split in ("train", "test")
+                   for label, e in _images(found.path / split)]
     else:
-        entries = [d for split in ("train", "test") for d in sorted((found.path / split).iterdir())]
-    for entry in entries:
-        stat = entry.stat()
-        digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        entries = [(name, found.path / name) for name in (*TRAIN_BATCHES, TEST_BATCH)]
+    for name, entry in entries:
+        try:
+            stat = entry.stat()
+            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        except FileNotFoundError:  # the reader says what is missing
+            digest.update(f"{name}:missing\n".encode())
     return digest.hexdigest()[:16]
 
 

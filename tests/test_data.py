@@ -186,3 +186,18 @@ def test_a_corrupt_image_is_named_not_a_traceback(tmp_path):
     victim.write_bytes(b"\xff\xd8\xff this is not a whole JPEG")
     with pytest.raises(DataFormatError, match=victim.name):
         load_cifar10(tmp_path)
+
+
+def test_an_image_replaced_in_place_is_decoded_again_not_served_stale(tmp_path):
+    # issue 11, bug 12: the fingerprint looked only at the class folders, whose times do not change when a
+    # file inside is rewritten
+    write_folder(tmp_path, ".png")
+    load_cifar10(tmp_path)
+    folder = tmp_path / "test" / "dog"
+    folder_stat = folder.stat()
+    victim = sorted(folder.glob("*.png"))[0]
+    victim.write_bytes(make_png())  # rewritten in place: the same name, new content
+    os.utime(folder, ns=(folder_stat.st_atime_ns, folder_stat.st_mtime_ns))
+    data = load_cifar10(tmp_path)
+    dog = data.test_images[data.test_labels == CLASSES.index("dog")][0]
+    assert (dog[0] == 200).all() and (dog[1] == 10).all()  # make_png's red square
