@@ -127,6 +127,8 @@ class Found:
 
 
 def _encoding(suffixes: set[str]) -> str:
+    if not suffixes:
+        return "no images yet"
     jpeg = bool(suffixes & {".jpg", ".jpeg"})
     if jpeg and ".png" in suffixes:
         return "PNG and JPEG, partly lossy"

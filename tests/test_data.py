@@ -294,3 +294,11 @@ def test_an_image_replaced_in_place_is_decoded_again_not_served_stale(tmp_path):
     data = load_cifar10(tmp_path)
     dog = data.test_images[data.test_labels == CLASSES.index("dog")][0]
     assert (dog[0] == 200).all() and (dog[1] == 10).all()  # make_png's red square
+
+
+def test_the_sidebar_says_whether_an_image_folder_is_lossy_without_decoding_it(tmp_path):
+    write_folder(tmp_path / "jpeg", ".jpg")
+    assert "image folder (JPEG, lossy)" in locate(tmp_path).describe()
+    extra = tmp_path / "jpeg" / "train" / "cat" / "9999.png"
+    extra.write_bytes(make_png())
+    assert "image folder (PNG and JPEG, partly lossy)" in load_cifar10(tmp_path).source
