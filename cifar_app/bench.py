@@ -414,6 +414,27 @@ class SpeedCache:
         return speed
 
 
+def profile_table(config: TrainConfig, device: torch.device, steps: int = 5, rows: int = 25) -> str:
+    """A torch.profiler table of `steps` eager training steps (no CUDA graph: the graph hides the kernels it
+    replays), the operators that take the most device time first: where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = TrainingStep(config.replace(cuda_graphs=False, compile=False), device)
+    x = normalize(torch.randint(0, 256, (config.batch_size, 3, 32, 32), dtype=torch.uint8)).to(device)
+    x = x.contiguous(memory_format=torch.channels_last) if step.channels_last else x
+    y = torch.randint(0, 10, (config.batch_size,), device=device)
+    for _ in range(3):
+        step(x, y)
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(x, y)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def _table(title: str, rows: list[Timing], baseline: float) -> str:
     width = max(len(r.name) for r in rows) + 2
     lines = [title, f"  {'':{width}}{'images/s':>12}{'ratio':>9}"]
@@ -435,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also torch.compile the project's model")
     parser.add_argument("--width", type=int, default=None, help="override the presets' width (for quick tests)")
     parser.add_argument("--blocks", type=int, default=None, help="override the presets' depth (for quick tests)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a torch.profiler table of the first preset's eager training step")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="which measurements to run (1 pipeline, 2 implementations, 3 training step, 4 records)")
     args = parser.parse_args(argv)
@@ -458,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                      pipe[0].images_per_s), flush=True)
     if "2" in args.sections:
         print_implementations(first, args.preset[0], device, args.batches)
-    mismatch = "3" in args.sections and print_training_steps(data, configs, device, args.batches, args.workers)
+    mismatch = "3" in args.sections and print_training_steps(data, configs, device, args.batches, args.workers,
+                                                             args.profile)
     if "4" in args.sections:
         cost = record_costs(data, first, device, args.batches)
         print(_table(f"\n4. per-image records of learning dynamics (preset {args.preset[0]}, batch {first.batch_size})",
@@ -486,8 +510,9 @@ def print_implementations(config: TrainConfig, name: str, device: torch.device, 
 
 
 def print_training_steps(data: Cifar10, configs: dict[str, TrainConfig], device: torch.device, batches: int,
-                         workers: int) -> bool:
-    """Section 3, printed; True when a path does not compute what the coursework's does."""
+                         workers: int, profile: bool = False) -> bool:
+    """Section 3, printed (with `profile`, the first preset's profiler table); True when a path does not compute
+    what the coursework's does."""
     print("\n3. training step: data + forward + backward + optimizer", flush=True)
     speedup = {}
     mismatch = False
@@ -509,7 +534,11 @@ def print_training_steps(data: Cifar10, configs: dict[str, TrainConfig], device:
         if error > tolerance:
             print(f"error: the project's path does not compute the coursework's function for preset {name}")
             mismatch = True
-    name = next(iter(configs))
+    name, first = next(iter(configs.items()))
+    if profile:
+        print(f"\n3b. where the time of an eager training step goes (preset {name}, batch {first.batch_size})",
+              flush=True)
+        print(profile_table(first, device), flush=True)
     print(f"\ntraining-step speedup, preset {name} on {device.type}: {speedup[name]:.2f}x", flush=True)
     return mismatch
 

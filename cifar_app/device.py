@@ -66,7 +66,8 @@ def describe_device(device: torch.device) -> str:
         return f"{props.name} ({props.total_memory / 2**30:.1f} GiB)"
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU, {torch.get_num_threads()} threads ({os.cpu_count()} cores)"
+    threads = torch.get_num_threads()
+    return f"CPU, {threads} thread{'s' if threads != 1 else ''} ({os.cpu_count()} cores)"
 
 
 def sync(device: torch.device) -> None:

