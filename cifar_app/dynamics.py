@@ -54,6 +54,9 @@ MISSING = 255  # train_correct / train_other of an image the epoch did not train
 AMBIGUOUS_VARIABILITY = 0.2
 EASY_CONFIDENCE = 0.5
 REGIONS = ("easy to learn", "ambiguous", "hard to learn")
+# Likely mislabelled: on average over the epochs, one other class got at least this much more probability than
+# the label (a score above 0 only says the label lost on average, true of many merely hard images early on).
+MISLABEL_MARGIN = 0.3
 NO_RECORDS = (
     "This run has no per-image records: it was trained before the app kept them, or with recording off "
     "(`--no-records`). Runs record by default (the Train page's Run tab: 'Record how each image is learned'). "
@@ -418,15 +421,17 @@ def learned_last(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def likely_mislabelled(table: pd.DataFrame) -> pd.DataFrame:
-    """Hard to learn, and one other class consistently more probable than the label: mislabel_score above 0,
-    the highest first."""
-    return table[table["mislabel_score"] > 0].sort_values("mislabel_score", ascending=False, kind="stable")
+    """Hard to learn, and one other class consistently more probable than the label: mislabel_score at least
+    MISLABEL_MARGIN, the highest first."""
+    return table[table["mislabel_score"] >= MISLABEL_MARGIN].sort_values("mislabel_score", ascending=False,
+                                                                          kind="stable")
 
 
 # name -> (how the list is made, what it means in one sentence)
 LISTS = {
     "likely mislabelled": (likely_mislabelled, "hard to learn, and one other class was consistently more probable "
-                           "than the label (mislabel score = that class's mean probability - the label's)"),
+                           "than the label: its mean probability over the epochs beat the label's by at least "
+                           f"{MISLABEL_MARGIN} (the mislabel score); the highest first"),
     "most forgotten": (most_forgotten, "right at one epoch, wrong at the next (a forgetting event), most often"),
     "never learned": (never_learned, "wrong at every recorded epoch"),
     "learned last": (learned_last, "right from this epoch to the end; the latest first"),
@@ -530,7 +535,7 @@ def summary_lines(records: Records, run_name: str, top: int = 10) -> list[str]:
         lines.append(f"  {region:<14} {count:>7,}  ({100 * count / n:.1f}%)")
     forgotten, never = most_forgotten(table), never_learned(table)
     lines.append(f"forgotten at least once: {len(forgotten):,}; never learned: {len(never):,}; "
-                 f"likely mislabelled (score > 0): {len(likely_mislabelled(table)):,}")
+                 f"likely mislabelled (score >= {MISLABEL_MARGIN}): {len(likely_mislabelled(table)):,}")
     lines.append(f"\nmost forgotten (top {top}):")
     lines.append(f"  {'index':>6}  {'label':<11}{'forgotten':>9}  most predicted")
     for _, r in forgotten.head(top).iterrows():
