@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/predict.py`
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
+import torch
+from PIL import Image
 
-import streamlit as st  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from cifar_app.charts import attention_chart, top_k_chart  # noqa: E402
-from cifar_app.data import data_status, to_png_bytes  # noqa: E402
-from cifar_app.predict import (  # noqa: E402
+from cifar_app.charts import attention_chart, top_k_chart
+from cifar_app.data import data_status, to_png_bytes
+from cifar_app.predict import (
     ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, predict_images, prepare_upload,
 )
-from app_pages.common import data_dir  # noqa: E402
-from app_pages.models import device, get_data, pick_model  # noqa: E402
+from ui.common import data_dir
+from ui.model_picker import device, get_data, pick_model
 
 log = logging.getLogger(__name__)
 FIT_HELP = {"crop": "the centre square", "pad": "the whole image, black bars", "squash": "the whole image, stretched"}

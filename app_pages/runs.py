@@ -19,7 +19,7 @@ from cifar_app.device import DeviceError
 from cifar_app.jobs import JobBusy, NotResumable
 from cifar_app.lineage import checkpoint_position
 from cifar_app.runs import Run
-from app_pages import common
+from ui import common
 
 LIVE_S = 2.0  # while a run trains: redraw the table and the curves
 WATCH_S = 5.0  # otherwise: compare the store's file times, redraw only on a change

@@ -7,7 +7,6 @@ live view redraws a snapshot of it in a fragment about once a second while a run
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -22,9 +21,8 @@ from cifar_app.device import DeviceError, pick_device
 from cifar_app.jobs import JobBusy, JobSnapshot, estimate_seconds
 from cifar_app.lineage import ARCHITECTURE_FIELDS, fork_problems, fork_warnings
 from cifar_app.model import summarize_shape
-from app_pages import common
+from ui import common
 
-PAGES_DIR = Path(__file__).resolve().parent
 PREFIX, FORM_FIELDS = common.FORM_PREFIX, common.FORM_FIELDS
 HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
 PRESET_TEXT = {
@@ -282,9 +280,8 @@ def end_summary(snap: JobSnapshot) -> None:
     columns[3].metric("Time", duration(snap.seconds or snap.elapsed_s))
     columns[3].caption(f"{len(snap.epochs)} of {snap.total_epochs} epochs")
     if snap.run_id:
-        if (PAGES_DIR / "evaluate.py").is_file():
-            st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
-                         icon=":material/grid_on:", query_params={"run": snap.run_id})
+        st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
+                     icon=":material/grid_on:", query_params={"run": snap.run_id})
         st.caption(f"Saved in `{snap.run_path}`.")
 
 

@@ -1,4 +1,4 @@
-"""The Samples, Evaluate and Predict pages in Streamlit's AppTest, each run on its own, with tiny data on disk
+"""The Samples, Evaluate and Predict pages in Streamlit's AppTest, each opened in the app, with tiny data on disk
 and a tiny trained run (or with neither, when they must say how to get them)."""
 
 import pytest
@@ -56,8 +56,13 @@ def engine_predictions(run):
     return evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
 
 
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+
+
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT).run()
+    """The app opened on one page, as its link does (the page's URL path is its file name)."""
+    at = app().switch_page(f"app_pages/{name}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -108,8 +113,8 @@ def test_samples_without_data_says_how_to_get_it(no_data):
 def test_the_pages_read_the_data_folder_chosen_in_the_sidebar(no_data, tmp_path):
     elsewhere = tmp_path / "my-copy"
     write_batches(elsewhere)
-    at = AppTest.from_file(str(ROOT / "app_pages" / "samples.py"), default_timeout=TIMEOUT)
-    at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box sets
+    at = app().switch_page("app_pages/samples.py")
+    at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box holds
     at.run()
     assert not at.exception and "No CIFAR-10 here yet" not in text_of(at)
     assert str(elsewhere) in text_of(at)  # the caption names the copy it reads

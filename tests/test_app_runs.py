@@ -24,7 +24,7 @@ from cifar_app.data import CLASSES
 from cifar_app.runs import RunStore
 from cifar_app.train import EpochEvent, train
 from conftest import ROOT, tiny_cifar, tiny_config, write_batches
-from app_pages import common
+from ui import common
 
 TIMEOUT = 60
 

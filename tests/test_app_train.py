@@ -21,7 +21,7 @@ from cifar_app import bench, jobs
 from cifar_app import data as cifar_data
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
 from conftest import ROOT, write_batches
-from app_pages import common
+from ui import common
 
 TIMEOUT = 60
 TINY = {"blocks": 3, "width": 8, "k": 2, "batch_size": 32, "epochs": 2, "lr": 3e-3}
