@@ -15,7 +15,7 @@ import streamlit as st
 
 from ui import common
 
-# (file, title, icon)
+# (file, title, icon); each page's URL is its file's name: /train, /samples, /evaluate, /predict, /runs
 PAGES = [
     ("app_pages/train.py", "Train", ":material/model_training:"),
     ("app_pages/samples.py", "Samples", ":material/photo_library:"),
@@ -23,12 +23,20 @@ PAGES = [
     ("app_pages/predict.py", "Predict", ":material/image_search:"),
     ("app_pages/runs.py", "Runs", ":material/history:"),
 ]
-DEFAULT_PAGE = "app_pages/train.py"
+FIRST_PAGE = "app_pages/train.py"
+
+
+def url_path(file: str) -> str:
+    return file.removeprefix("app_pages/").removesuffix(".py")
+
 
 st.set_page_config(page_title="CIFAR-10 Studio", page_icon=":material/neurology:", layout="wide")
-page = st.navigation([
-    st.Page(file, title=title, icon=icon, default=file == DEFAULT_PAGE)
-    for file, title, icon in PAGES
-])
+pages = {file: st.Page(file, title=title, icon=icon, url_path=url_path(file)) for file, title, icon in PAGES}
+# Streamlit serves its default page at the root URL only (its own path would answer "Page not found"), so the
+# default is a hidden page that opens the first page under that page's own URL: /train can be reloaded and linked.
+root = st.Page(lambda: None, title="CIFAR-10 Studio", url_path="start", default=True, visibility="hidden")
+page = st.navigation([root, *pages.values()])
+if page is root:
+    st.switch_page(pages[FIRST_PAGE])
 common.sidebar()
 page.run()

@@ -4,7 +4,7 @@ AppTest runs the script in this process, so the job manager the page uses is the
 returns here; the fixture clears Streamlit's caches and stops the job between tests. AppTest does not tick
 `run_every` timers: a test reruns the page itself once the job has moved on (the browser test sees the ticks).
 `rerun` runs the whole app again, from dashboard.py, on the page the previous run finished on, as a browser
-does. (When the pages lived in a pages/ folder, AppTest reran the page file alone without it.)
+does (AppTest's public `run()`; the app's root URL opens the Train page at /train).
 """
 
 import json
@@ -50,7 +50,6 @@ def app() -> AppTest:
 
 
 def rerun(at: AppTest) -> AppTest:
-    at._finished_page_script_hash = ""  # start from dashboard.py, which picks the page (see the docstring)
     return at.run()
 
 
