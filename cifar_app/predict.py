@@ -36,6 +36,10 @@ SIDE = 32
 FITS = ("crop", "pad", "squash")
 # Large JPEGs decode at a reduced DCT scale no smaller than this: faster, and far less memory.
 DRAFT_SIZE = (512, 512)
+# The page shows each upload with its longer side this many pixels; a strip thinner than MIN_DISPLAY_SIDE at
+# that scale (a 4000 x 10 banner would be under one pixel) is widened to it so that it can be seen at all.
+DISPLAY_SIDE = 160
+MIN_DISPLAY_SIDE = 8
 ORIENTATION_TAG = 0x0112
 
 
@@ -48,7 +52,7 @@ class PreparedImage:
     """An upload made ready for the model."""
 
     name: str
-    original: Image.Image  # RGB, orientation applied (reduced for display when large)
+    display: Image.Image  # orientation applied, sized to be shown as it is (display_image)
     image: torch.Tensor  # (3, 32, 32) uint8: exactly what the model gets
     size: tuple[int, int]  # width, height of the file as stored
     format: str
@@ -77,8 +81,17 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     return img
 
 
+def _scaled(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    # BOX averages every source pixel (antialiased), like shrinking a photo should
+    return img.resize(size, Image.BOX if img.width >= size[0] and img.height >= size[1] else Image.BICUBIC)
+
+
 def to_square(img: Image.Image, fit: str = "crop", side: int = SIDE) -> Image.Image:
-    """`side` x `side`: the centre square (crop), the whole image on a black square (pad), or stretched."""
+    """`side` x `side`: the centre square (crop), the whole image on a black square (pad), or stretched.
+
+    pad scales the image into the square before adding the bars (a 40000 x 1 strip padded first would be a
+    40000 x 40000 canvas), and keeps at least one row or column of it, so a thin strip stays visible.
+    """
     if fit not in FITS:
         raise ValueError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}")
     w, h = img.size
@@ -88,11 +101,27 @@ def to_square(img: Image.Image, fit: str = "crop", side: int = SIDE) -> Image.Im
         img = img.crop((left, top, left + s, top + s))
     elif fit == "pad" and w != h:
         s = max(w, h)
-        square = Image.new("RGB", (s, s))
-        square.paste(img, ((s - w) // 2, (s - h) // 2))
-        img = square
-    # BOX averages every source pixel (antialiased), like shrinking a photo should
-    return img.resize((side, side), Image.BOX if min(img.size) >= side else Image.BICUBIC)
+        inner = (max(1, round(w * side / s)), max(1, round(h * side / s)))
+        square = Image.new("RGB", (side, side))
+        square.paste(_scaled(img, inner), ((side - inner[0]) // 2, (side - inner[1]) // 2))
+        return square
+    return _scaled(img, (side, side))
+
+
+def display_image(img: Image.Image, side: int = DISPLAY_SIDE, min_side: int = MIN_DISPLAY_SIDE) -> Image.Image:
+    """The image as the page shows it, whatever its shape (1 x N included): the longer side `side` pixels
+    (enlarged pixel by pixel when smaller, averaged when larger), the shorter in proportion but at least
+    `min_side`. A portrait image is centred on a clear canvas `side` wide, so every image shown is as wide
+    as the others and its caption has room (under an 8-pixel-wide strip it would wrap letter by letter)."""
+    w, h = img.size
+    scale = side / max(w, h)
+    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+    shown = img.resize(size, Image.NEAREST if scale >= 1 else Image.BOX)
+    if size[0] >= side:
+        return shown
+    canvas = Image.new("RGBA", (side, size[1]), (0, 0, 0, 0))
+    canvas.paste(shown, ((side - size[0]) // 2, 0))
+    return canvas
 
 
 def prepare_upload(
@@ -134,11 +163,9 @@ def prepare_upload(
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         # truncated data, broken chunks, impossible headers: Pillow raises all of these
         raise UploadError(f"{name} could not be decoded: {str(error) or type(error).__name__}.") from error
-    original = rgb.copy()
-    original.thumbnail((256, 256))
     square = to_square(rgb, fit)
     tensor = torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-    return PreparedImage(name, original, tensor, size, fmt, notes)
+    return PreparedImage(name, display_image(rgb), tensor, size, fmt, notes)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The Samples, Evaluate and Predict pages in Streamlit's AppTest, each opened in the app, with tiny data on disk
 and a tiny trained run (or with neither, when they must say how to get them)."""
 
+import pickle
+
 import pytest
 import streamlit as st
 import torch
@@ -220,11 +222,78 @@ def test_predict_answers_each_upload_and_gives_bad_files_their_own_message(no_da
     assert not at.exception
 
 
+STRIPS = [(4000, 10), (10, 4000), (1, 300), (300, 1), (1, 1)]
+
+
+def strips():
+    return [(f"strip-{w}x{h}.png", encode(Image.new("RGB", (w, h), (200, 40, 40)), "PNG"), "image/png")
+            for w, h in STRIPS]
+
+
+@pytest.mark.parametrize("fit", ["crop", "pad", "squash"])
+def test_predict_gives_every_shape_its_own_card(no_data, runs_dir, fit):
+    at = page("predict")
+    at.radio(key="predict_fit").set_value(fit)
+    files = [strips()[0], ("notes.png", b"not an image", "image/png"), *strips()[1:], bad_and_good_files()[0]]
+    at.file_uploader(key="predict_files").set_value(files).run()
+    assert not at.exception
+    answers = [m.value.split("**")[1] for m in at.markdown if " → **" in m.value]
+    assert answers == [name for name, _, _ in files if name != "notes.png"]
+    assert [e.value for e in at.error] == [f"notes.png is not a PNG, JPEG, WebP, BMP or GIF image (or it is damaged "
+                                           "beyond reading)."]
+    shown = [c for image in at.image for c in image.captions if c.startswith("as uploaded")]
+    assert shown[:len(STRIPS)] == [f"as uploaded, {w} x {h}" for w, h in STRIPS]
+
+
+def test_one_cards_failure_leaves_the_others_their_cards(no_data, runs_dir, monkeypatch):
+    from cifar_app import charts
+
+    real, calls = charts.attention_chart, []
+
+    def second_fails(weights):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a chart bug")
+        return real(weights)
+
+    monkeypatch.setattr(charts, "attention_chart", second_fails)
+    at = page("predict")
+    files = strips()[:3]
+    at.file_uploader(key="predict_files").set_value(files).run()
+    assert not at.exception
+    assert [m.value.split("**")[1] for m in at.markdown if " → **" in m.value] == [name for name, _, _ in files]
+    (error,) = at.error
+    assert error.value.startswith(f"{files[1][0]} could not be shown") and "a chart bug" in error.value
+
+
 def test_predict_a_random_test_image_shows_its_true_label(data_dir, runs_dir):
     at = page("predict")
     at.button(key="predict_random").click().run()
     answer = next(m.value for m in at.markdown if m.value.startswith("**test image #"))
     assert "correct" in answer or "it is a" in answer
+    assert at.image[0].captions == ["test image, 32 x 32"]  # it was never uploaded
+
+
+@pytest.fixture
+def mislabelled_data_dir(data_dir):
+    """The tiny data with every test label moved on by one class, so the model's answers are wrong."""
+    path = data_dir / "cifar-10-batches-py" / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    batch[b"labels"] = [(label + 1) % 10 for label in batch[b"labels"]]
+    path.write_bytes(pickle.dumps(batch))
+    return data_dir
+
+
+@pytest.mark.parametrize("true, words", [("airplane", "it is an airplane"), ("cat", "it is a cat")])
+def test_a_wrong_answer_names_the_true_class_in_words(mislabelled_data_dir, runs_dir, true, words):
+    preds = engine_predictions(RunStore(runs_dir).runs()[0])
+    label = evaluate.CLASSES.index(true)
+    index = next(i for i in range(len(preds)) if (preds.labels[i] + 1) % 10 == label != preds.predicted[i])
+    at = page("predict")
+    at.session_state["predict_random_index"] = index  # what "Try a random test image" sets
+    at.run()
+    answer = next(m.value for m in at.markdown if m.value.startswith(f"**test image #{index}**"))
+    assert answer.endswith(f"✗ ({words})")
 
 
 def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):
