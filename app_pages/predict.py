@@ -97,7 +97,7 @@ ready = [(name, item, true) for name, item, true in items if isinstance(item, Pr
 result = None
 if ready:
     result = predict_images(choice.loaded.model, torch.stack([item.image for _, item, _ in ready]), device(),
-                            choice.loaded.classes)
+                            choice.loaded.classes, tta_flip=choice.loaded.config.tta_flip)
 row = 0
 for name, item, true in items:
     if isinstance(item, str):

@@ -8,8 +8,9 @@ names the file and the problem. Whatever decodes is made into a 32x32 RGB uint8 
 expects: the EXIF orientation applied, the first frame of an animation, 16-bit samples scaled (not
 clipped), transparency over white, and only then RGB.
 
-`predict_images` runs the model on such images and returns the class probabilities together with each
-block's mixing weights a (B, K): the dynamic-convolution network's own view of an image.
+`predict_images` runs the model on such images and returns the class probabilities (with the run's flip
+test-time augmentation, as its evaluation) together with each block's mixing weights a (B, K): the
+dynamic-convolution network's own view of an image.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from PIL import Image, ImageOps
 
 from cifar_app.data import CLASSES, normalize
+from cifar_app.evaluate import flip_averaged
 from cifar_app.model import DynamicConvNet
 
 # Pillow's decoder names. (A phone's MPO file, a JPEG with extra preview frames, opens through JPEG.)
@@ -193,14 +195,23 @@ class ImagePredictions:
 @torch.no_grad()
 def predict_images(
     model: DynamicConvNet, images: torch.Tensor, device: torch.device | str = "cpu",
-    classes: tuple[str, ...] = CLASSES,
+    classes: tuple[str, ...] = CLASSES, tta_flip: bool = False,
 ) -> ImagePredictions:
-    """Probabilities and per-block attention for uint8 (B, 3, 32, 32) images, in eval mode."""
+    """Probabilities and per-block attention for uint8 (B, 3, 32, 32) images, in eval mode.
+
+    With `tta_flip` (pass the run's config.tta_flip) the probabilities are those its evaluation computes, the
+    softmax of the mean logits of each image and its mirror image, so an image gets the same answer here as on
+    the Evaluate page; the attention stays the image's own.
+    """
     was_training = model.training
     model.eval()
     try:
-        logits, attention = model.forward_with_attention(normalize(images.to(device)))
+        x = normalize(images.to(device))
+        logits, attention = model.forward_with_attention(x)
+        logits = logits.float()
+        if tta_flip:
+            logits = flip_averaged(model, x, logits)
     finally:
         model.train(was_training)
-    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    probs = torch.softmax(logits, dim=1).cpu().numpy()
     return ImagePredictions(probs, [a.float().cpu().numpy() for a in attention], tuple(classes))

@@ -53,9 +53,11 @@ def no_runs(tmp_path, monkeypatch):
 
 
 def engine_predictions(run):
+    """The test split's probabilities, computed as the run's own evaluation does (with its flip TTA)."""
     loaded = load_run_model(run, "best")
+    assert loaded.config.tta_flip
     data = tiny_cifar()
-    return evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
+    return evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"), tta_flip=True)
 
 
 def app() -> AppTest:
@@ -294,6 +296,21 @@ def test_a_wrong_answer_names_the_true_class_in_words(mislabelled_data_dir, runs
     at.run()
     answer = next(m.value for m in at.markdown if m.value.startswith(f"**test image #{index}**"))
     assert answer.endswith(f"✗ ({words})")
+
+
+def test_predict_gives_a_test_image_the_answer_evaluate_gives_it(data_dir, runs_dir):
+    run = RunStore(runs_dir).runs()[0]
+    preds = engine_predictions(run)
+    loaded = load_run_model(run, "best")
+    data = tiny_cifar()
+    without_flip = evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
+    # an image whose shown answer differs when the flip is left out
+    index = next(i for i in range(len(preds)) if f"{preds.confidence[i]:.1%}" != f"{without_flip.confidence[i]:.1%}")
+    at = page("predict")
+    at.session_state["predict_random_index"] = index
+    at.run()
+    answer = next(m.value for m in at.markdown if m.value.startswith(f"**test image #{index}**"))
+    assert f"→ **{evaluate.CLASSES[preds.predicted[index]]}** ({preds.confidence[index]:.1%})" in answer
 
 
 def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):

@@ -5,11 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
+from cifar_app import evaluate
 from cifar_app.checkpoints import load_run_model
 from cifar_app.predict import (
     DISPLAY_SIDE, MAX_PIXELS, MIN_DISPLAY_SIDE, UploadError, display_image, predict_images, prepare_upload, to_square,
 )
 from cifar_app.runs import RunStore
+from conftest import tiny_cifar
 from explore_helpers import encode, png_header_only, striped, trained_runs_dir
 
 
@@ -204,3 +206,16 @@ def test_predict_images_returns_probabilities_and_each_blocks_attention():
     assert top["probability"].is_monotonic_decreasing and top["probability"].iloc[0] == result.probs[0].max()
     frame = result.attention_frame(1)
     assert len(frame) == 3 * 2 and frame["block"].tolist() == [1, 1, 2, 2, 3, 3]
+
+
+def test_predict_images_gives_a_flip_tta_run_the_probabilities_its_evaluation_gives():
+    loaded = load_run_model(RunStore(trained_runs_dir()).runs()[0], "best")
+    assert loaded.config.tta_flip
+    data = tiny_cifar()
+    evaluated = evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"),
+                                 tta_flip=True).probs
+    shown = predict_images(loaded.model, data.test_images, tta_flip=loaded.config.tta_flip)
+    assert np.allclose(shown.probs, evaluated, atol=1e-6)
+    assert not np.allclose(predict_images(loaded.model, data.test_images).probs, evaluated, atol=1e-3)  # it matters
+    mirrored = predict_images(loaded.model, data.test_images.flip(3), tta_flip=True)
+    assert np.allclose(mirrored.probs, evaluated, atol=1e-5)  # an image and its mirror get one answer
