@@ -111,6 +111,19 @@ def test_the_page_compares_two_runs_and_shows_what_differs(env):
     assert "Pick a second run" in texts(at) and not at.table
 
 
+def test_the_table_shows_a_few_columns_and_blanks_for_figures_not_known_yet(env):
+    env.create(tiny_config(name="no epoch yet"), {"device": "cpu"}, name="no epoch yet")
+    at = runs_page()
+    table = at.dataframe[0]
+    config = json.loads(table.proto.columns)
+    shown = [c for c in table.proto.column_order if not config[c].get("hidden")]
+    assert [config[c]["label"] for c in shown] == [
+        "name", "status", "progress", "epochs", "best test", "best epoch", "final test", "time"]
+    assert set(table.value.columns) - set(shown) >= {"lr", "optimizer", "schedule", "started", "id"}  # in the menu
+    assert table.value["best_test_acc"].isna().all()
+    assert table.proto.HasField("placeholder") and table.proto.placeholder == ""  # shown blank, not "None"
+
+
 def test_rename_and_delete_with_confirmation(env):
     fast, slow = two_runs(env)
     at = runs_page()
