@@ -133,8 +133,16 @@ def test_evaluation_charts_build_from_the_frames(preds):
     classes = list(CLASSES3)
     heat = charts.confusion_chart(confusion_frame(preds), classes).to_dict()
     assert heat["params"][0]["name"] == charts.CONFUSION_SELECTION
-    assert charts.confusion_chart(confusion_frame(preds), classes, normalized=True).to_dict()
-    assert charts.per_class_chart(per_class_metrics(LABELS, PREDICTED, CLASSES3), classes).to_dict()
+    assert heat["layer"][1]["encoding"]["text"] == {"field": "count", "type": "quantitative", "format": "d"}
+    shares = charts.confusion_chart(confusion_frame(preds), classes, normalized=True).to_dict()
+    assert shares["layer"][0]["encoding"]["color"]["field"] == "share"  # shades and numbers: shares of the row
+    assert shares["layer"][1]["encoding"]["text"]["field"] == "share"
+    assert shares["layer"][0]["encoding"]["y"]["sort"] == classes  # the dataset's order, as the tables beside it
+    bars = charts.per_class_chart(per_class_metrics(LABELS, PREDICTED, CLASSES3), classes).to_dict()
+    drawn = pd.DataFrame(bars["datasets"][bars["data"]["name"]])
+    assert len(drawn) == 9 and set(drawn["metric"]) == {"precision", "recall", "f1"}  # 3 bars for each class
+    assert drawn.set_index(["class", "metric"]).loc[("a", "recall"), "percent"] == pytest.approx(50)  # 1 of 2 a's
+    assert bars["encoding"]["y"]["scale"]["domain"] == [0, 100]
     counts = pd.DataFrame({"split": ["train"] * 3, "class": classes, "count": [5, 6, 7]})
     assert charts.class_balance_chart(counts, classes).to_dict()["mark"]["type"] == "bar"
     top = pd.DataFrame({"class": ["b", "a"], "probability": [0.7, 0.2]})
