@@ -130,7 +130,8 @@ MAX_SMOOTHING = 0.99
 LOSS_FORMAT = ".3~f"
 ACCURACY_FORMAT = ".2~f"
 POSITION_FORMAT = ".3~f"
-LR_LABEL = "datum.value == 0 ? '0' : format(datum.value, '~e')"  # 0, 1e-3, 4e-3: as learning rates are written
+LR_FORMAT = "~e"  # 1e-3, 4e-3: as learning rates are written (a log axis labels its powers of ten only)
+LR_LABEL = f"datum.value == 0 ? '0' : format(datum.value, '{LR_FORMAT}')"  # a linear axis starts at 0, not 0e+0
 # A learning rate that changes by at least this factor over the run is drawn on a log axis, where warm-up,
 # decay and annealing to a small fraction stay readable (on a linear axis the last decades are flat at zero).
 LOG_LR_RATIO = 10
@@ -148,8 +149,14 @@ def zoom() -> alt.Parameter:
     return alt.selection_interval(name=ZOOM, bind="scales", encodings=["x"], clear="dblclick")
 
 
+# The zoomable charts clip their marks to the plot; this many pixels of margin keep a point at the plot's edge
+# (the first or last epoch, an accuracy of 100%) whole.
+EDGE_PX = 8
+
+
 def _epoch_axis(total_epochs: int | None) -> alt.X:
-    scale = alt.Scale(domain=[1, max(2, total_epochs)], nice=False) if total_epochs else alt.Scale(zero=False)
+    scale = (alt.Scale(domain=[1, max(2, total_epochs)], nice=False, padding=EDGE_PX) if total_epochs
+             else alt.Scale(zero=False, padding=EDGE_PX))
     return alt.X("epoch:Q", title="epoch", scale=scale, axis=alt.Axis(tickMinStep=1, format="d"))
 
 
@@ -174,7 +181,7 @@ def loss_chart(epochs: pd.DataFrame, total_epochs: int | None = None) -> alt.Cha
         .mark_line(point=True, color=LOSS_COLOUR, clip=True)
         .encode(
             x=_epoch_axis(total_epochs),
-            y=alt.Y("train_loss:Q", title="training loss", scale=alt.Scale(zero=False),
+            y=alt.Y("train_loss:Q", title="training loss", scale=alt.Scale(zero=False, padding=EDGE_PX),
                     axis=alt.Axis(format=LOSS_FORMAT)),
             tooltip=[alt.Tooltip("epoch:Q", title="epoch"), alt.Tooltip("train_loss:Q", title="training loss", format=".4f")],
         )
@@ -208,7 +215,7 @@ def accuracy_chart(
         .mark_line(point=True, clip=True)  # zoomed in, nothing is drawn over the axes
         .encode(
             x=_epoch_axis(total_epochs),
-            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(zero=False),
+            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(zero=False, padding=EDGE_PX),
                     axis=alt.Axis(format=ACCURACY_FORMAT)),
             color=colour,
             tooltip=[alt.Tooltip("epoch:Q", title="epoch"), alt.Tooltip("series:N", title="accuracy"),
@@ -300,7 +307,7 @@ def lr_chart(points: pd.DataFrame, max_points: int = MAX_LOSS_POINTS_DRAWN) -> a
         .encode(
             x=alt.X("position:Q", title="epoch", scale=alt.Scale(zero=False), axis=alt.Axis(format=POSITION_FORMAT)),
             y=alt.Y("lr:Q", title="learning rate" + (" (log scale)" if log else ""), scale=scale,
-                    axis=alt.Axis(labelExpr=LR_LABEL)),
+                    axis=alt.Axis(format=LR_FORMAT) if log else alt.Axis(labelExpr=LR_LABEL)),
             tooltip=[alt.Tooltip("position:Q", title="epoch", format=".2f"),
                      alt.Tooltip("lr:Q", title="learning rate", format=".3~e")],
         )
@@ -334,7 +341,7 @@ def compare_chart(
         .mark_line(point=True, clip=True)  # zoomed in, nothing is drawn over the axes
         .encode(
             x=x, color=colour,
-            y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(zero=False),
+            y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(zero=False, padding=EDGE_PX),
                     axis=alt.Axis(format=LOSS_FORMAT if metric == "train_loss" else ACCURACY_FORMAT)),
             tooltip=[alt.Tooltip("run:N"), alt.Tooltip("epoch:Q"),
                      alt.Tooltip(f"{metric}:Q", title=title, format=".4f" if metric == "train_loss" else ".2f")],
