@@ -3,20 +3,13 @@ open their images, the most confident mistakes, and the predictions as CSV."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/evaluate.py`
-    sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from cifar_app import evaluate  # noqa: E402
-from cifar_app.charts import CONFUSION_SELECTION, confusion_chart, per_class_chart  # noqa: E402
-from cifar_app.data import to_png_bytes  # noqa: E402
-from app_pages.models import get_data, pick_model, predictions_csv, test_predictions  # noqa: E402
+from cifar_app import evaluate
+from cifar_app.charts import CONFUSION_SELECTION, confusion_chart, per_class_chart
+from cifar_app.data import to_png_bytes
+from ui.model_picker import get_data, pick_model, predictions_csv, test_predictions
 
 ANY = "any"
 

@@ -1,13 +1,12 @@
 """The Train page: every hyperparameter as a widget, presets, a model summary, Start/Stop and the live view.
 
-The page never trains: Start hands the config to the process-wide job (app_pages.common.job_manager) and the
+The page never trains: Start hands the config to the process-wide job (ui.common.job_manager) and the
 live view redraws a snapshot of it in a fragment about once a second while a run trains.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -22,9 +21,8 @@ from cifar_app.device import DeviceError, available_devices, pick_device
 from cifar_app.jobs import JobBusy, JobSnapshot
 from cifar_app.lineage import ARCHITECTURE_FIELDS, fork_problems, fork_warnings
 from cifar_app.shape import summarize_shape
-from app_pages import common
+from ui import common
 
-PAGES_DIR = Path(__file__).resolve().parent
 PREFIX, FORM_FIELDS = common.FORM_PREFIX, common.FORM_FIELDS
 FIELDS = {f.name: f.metadata for f in fields(TrainConfig)}  # each field's label and help text
 PRESET_TEXT = {
@@ -287,9 +285,8 @@ def end_summary(snap: JobSnapshot) -> None:
     columns[3].metric("Time", duration(snap.seconds or snap.elapsed_s))
     columns[3].caption(f"{len(snap.epochs)} of {snap.total_epochs} epochs")
     if snap.run_id:
-        if (PAGES_DIR / "evaluate.py").is_file():
-            st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
-                         icon=":material/grid_on:", query_params={"run": snap.run_id})
+        st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
+                     icon=":material/grid_on:", query_params={"run": snap.run_id})
         st.caption(f"Saved in `{snap.run_path}`.")
 
 
@@ -334,13 +331,21 @@ def live_view(job_id: int, polling: bool) -> None:
     else:
         st.caption("The loss and accuracy per epoch appear here when epoch 1 ends; the running loss is below.")
     if snap.losses:
-        with st.container(key="batch_loss_chart"):
-            st.altair_chart(charts.batch_loss_chart(charts.loss_frame(snap.loss_rows())), width="stretch")
+        points = charts.loss_frame(snap.loss_rows())
+        loss_col, lr_col = st.columns(2)
+        with loss_col:
+            smoothing = st.slider("Smoothing", 0.0, charts.MAX_SMOOTHING, charts.DEFAULT_SMOOTHING, step=0.01,
+                                  key="loss_smoothing", help="how much of the previous average each point of the dark "
+                                  "line keeps: 0 draws the reports themselves, 0.99 a slow trend")
+            with st.container(key="batch_loss_chart"):
+                st.altair_chart(charts.batch_loss_chart(points, smoothing), width="stretch")
+        with lr_col.container(key="lr_chart"):
+            st.altair_chart(charts.lr_chart(points), width="stretch")
         st.caption(
-            "The light line is the mean training loss of the batches since the previous report (about four a "
-            "second), so the noise of single batches shows; the dark line is its exponential moving average (each "
-            f"point keeps {charts.DEFAULT_SMOOTHING:.0%} of the previous average), which shows the trend. With label "
-            "smoothing or augmentation on, the training loss does not fall to zero."
+            "Left, the light line is the mean training loss of the batches since the previous report (about four a "
+            "second), so the noise of single batches shows; the dark line is its exponential moving average, which "
+            "shows the trend. With label smoothing or augmentation on, the training loss does not fall to zero. "
+            "Right, the learning rate the schedule gave each report's batches."
         )
     if snap.epochs:
         epoch_table(snap)

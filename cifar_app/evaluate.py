@@ -20,6 +20,12 @@ from cifar_app.data import CLASSES, normalize
 from cifar_app.device import autocast
 
 
+def flip_averaged(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Flip test-time augmentation: the mean of `logits` (the model's for the normalised batch x) and the
+    model's float32 logits for the mirror images of x. Evaluation and Predict both answer with it."""
+    return (logits + model(x.flip(3)).float()) / 2
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -45,7 +51,7 @@ def predict_logits(
             with autocast(device, bf16):
                 logits = model(x).float()
                 if tta_flip:
-                    logits = (logits + model(x.flip(3)).float()) / 2
+                    logits = flip_averaged(model, x, logits)
             chunks.append(logits)
             if on_batch is not None:
                 on_batch(min(start + batch_size, len(images)), len(images))

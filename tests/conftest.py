@@ -119,3 +119,17 @@ def tiny_binary_release(monkeypatch) -> dict[str, tuple[int, str]]:
                for name, content in binary_files().items()}
     monkeypatch.setattr(data, "BINARY_RELEASE", release)
     return release
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    """A finished tiny run (3 epochs, flip TTA) in a run store of the test's own: a copy of the one run trained
+    once per test session (explore_helpers.trained_runs_dir), so a test may rename, delete or export it."""
+    import shutil
+
+    from cifar_app.runs import RunStore
+    from explore_helpers import trained_runs_dir
+
+    shutil.copytree(trained_runs_dir(), tmp_path / "runs")
+    (run,) = RunStore(tmp_path / "runs").runs()
+    return run

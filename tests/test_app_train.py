@@ -4,7 +4,7 @@ AppTest runs the script in this process, so the job manager the page uses is the
 returns here; the fixture clears Streamlit's caches and stops the job between tests. AppTest does not tick
 `run_every` timers: a test reruns the page itself once the job has moved on (the browser test sees the ticks).
 `rerun` runs the whole app again, from dashboard.py, on the page the previous run finished on, as a browser
-does. (When the pages lived in a pages/ folder, AppTest reran the page file alone without it.)
+does (AppTest's public `run()`; the app's root URL opens the Train page at /train).
 """
 
 import json
@@ -22,7 +22,7 @@ from cifar_app import data as cifar_data
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
 from cifar_app.shape import summarize_shape
 from conftest import ROOT, write_batches
-from app_pages import common
+from ui import common
 
 TIMEOUT = 60
 TINY = {"blocks": 3, "width": 8, "k": 2, "batch_size": 32, "epochs": 2, "lr": 3e-3}
@@ -51,7 +51,6 @@ def app() -> AppTest:
 
 
 def rerun(at: AppTest) -> AppTest:
-    at._finished_page_script_hash = ""  # start from dashboard.py, which picks the page (see the docstring)
     return at.run()
 
 
@@ -144,7 +143,14 @@ def test_start_trains_a_tiny_model_and_the_page_shows_its_epochs(env):
     assert "The run finished 2 epochs" in texts(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Best test accuracy"].endswith("%") and metrics["Final test accuracy"].endswith("%")
-    assert len(at.get("vega_lite_chart")) == 3  # loss, accuracy, running loss
+    specs = [chart.proto.spec for chart in at.get("vega_lite_chart")]
+    assert len(specs) == 4 and any('"Learning rate"' in spec for spec in specs)  # loss, accuracy, running loss, lr
+    rates = [p["lr"] for p in snap.loss_rows()]
+    if snap.config.schedule == "onecycle":  # the form keeps the opening preset's schedule: up to the peak and down
+        assert max(rates) <= TINY["lr"] and rates[-1] < max(rates)
+    at.slider(key="loss_smoothing").set_value(0.0)
+    rerun(at)
+    assert not at.exception and len(at.get("vega_lite_chart")) == 4
     assert at.download_button(key="epochs_csv")
     saved = json.loads((Path(snap.run_path) / "config.json").read_text())["config"]
     assert {k: saved[k] for k in TINY} == TINY and manager.store.get(snap.run_id).status() == "finished"

@@ -74,9 +74,8 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def test_rename_and_delete(tmp_path, tiny_data):
-    store = RunStore(tmp_path)
-    run = train(tiny_config(epochs=1), data=tiny_data, store=store).run
+def test_rename_and_delete(trained_run):
+    store, run = RunStore(trained_run.path.parent), trained_run
     store.rename(run, "  my best  ")
     assert run.name == "my best"
     live = store.create(tiny_config(), {}, name="live")
@@ -98,8 +97,8 @@ def test_fork_from_a_saved_epoch_with_a_new_learning_rate(tmp_path, tiny_data):
     assert child.metrics()[0]["train_loss"] < parent.metrics()[0]["train_loss"]
 
 
-def test_export_loads_with_plain_torch_and_back(tmp_path, tiny_data):
-    run = train(tiny_config(epochs=1), data=tiny_data, store=RunStore(tmp_path)).run
+def test_export_loads_with_plain_torch_and_back(tmp_path, trained_run):
+    run = trained_run
     data = export_bytes(run, "best")
     path = tmp_path / "model.pt"
     path.write_bytes(data)
@@ -111,8 +110,8 @@ def test_export_loads_with_plain_torch_and_back(tmp_path, tiny_data):
     torch.testing.assert_close(loaded.model(x), reference.model(x))
 
 
-def test_bad_checkpoints_are_refused_with_a_message(tmp_path, tiny_data):
-    run = train(tiny_config(epochs=1), data=tiny_data, store=RunStore(tmp_path)).run
+def test_bad_checkpoints_are_refused_with_a_message(tmp_path, trained_run):
+    run = trained_run
     good = export_bytes(run)
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_model_file(good[: len(good) // 2], name="cut.pt")

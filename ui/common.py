@@ -138,7 +138,8 @@ def _sidebar_job(polling: bool) -> None:
         st.rerun()  # the run ended: redraw the whole page once, which stops the polling
     line = job_line(snap)
     if snap.running:
-        st.progress(run_fraction(snap), text=line)
+        fraction = run_fraction(snap)
+        st.progress(fraction, text=f"{line} · {fraction:.0%}" if snap.progress else line)
         st.caption(snap.run_name or snap.message)
     elif snap.status == "failed":
         st.error(line)
