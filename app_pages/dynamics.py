@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import POLL_S, job_manager, runs_store
-from app_pages.models import get_data
 from cifar_app import dynamics
 from cifar_app.charts import CONFUSION_SELECTION, confusion_chart
-from cifar_app.dynamics import LISTS, NO_RECORDS, Records, load_records, records_signature
+from cifar_app.dynamics import LISTS, NO_RECORDS, Records, records_signature
 from cifar_app.dynamics_charts import (
     MAP_SELECTION, class_accuracy_chart, data_map_chart, map_density, map_sample,
 )
 from cifar_app.runs import Run
-from ui.image_view import ImageRef, ViewSource, gallery, run_model, tiles_with_sparklines
+from ui.common import POLL_S, job_manager, runs_store
+from ui.image_view import ImageRef, ViewSource, gallery, run_model, run_records, tiles_with_sparklines
+from ui.model_picker import get_data
 
 LIMITS = [24, 48, 96]
 SHOWN_COLUMNS = ["index", "label", "most_predicted", "looks_like", "confidence", "variability", "correctness",
@@ -30,14 +30,9 @@ ORDERS = {  # how a gallery of training images is ordered: column, ascending
 }
 
 
-@st.cache_resource(show_spinner="Reading the run's record…", max_entries=4)
-def _records(path: str, signature: tuple) -> Records | None:
-    return load_records(path)
-
-
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _table(path: str, signature: tuple) -> pd.DataFrame:
-    return dynamics.image_table(_records(path, signature))
+def _table(path: str, signature: tuple, _records: Records) -> pd.DataFrame:
+    return dynamics.image_table(_records)
 
 
 def pick_run(runs: list[Run]) -> Run:
@@ -91,7 +86,7 @@ def train_gallery(rows: pd.DataFrame, source: ViewSource, key: str, limit: int) 
     shown = rows.head(limit)
     refs = train_refs(shown)
     captions = [f"#{r['index']} {r['label']} → {r['most_predicted']}" for _, r in shown.iterrows()]
-    gallery(refs, captions, source, key, tiles=tiles_with_sparklines(refs, source))
+    gallery(refs, captions, source, key, tiles=tiles_with_sparklines(refs, source), columns=6)
     st.caption("Under each image: its label → the class predicted most often; the line is its true-class "
                "probability at each epoch (dashes at 0.5). Click a caption to open the image.")
 
@@ -235,7 +230,7 @@ run = pick_run(runs)
 signature = records_signature(run.path)
 if run.status() == "running":
     st.fragment(watch, run_every=POLL_S * 2)(run, signature)
-records = _records(str(run.path), signature)
+records = run_records(run)
 if records is None:
     st.info(NO_RECORDS.format(run_id=run.id))
     st.stop()
@@ -253,7 +248,7 @@ if records.origin:
     parent = " (its earlier epochs are in the parent's record, if the parent kept one)" \
         if records.origin.startswith("fork") else ""
     st.info(f"This record starts at epoch {records.first_epoch}: {records.origin}{parent}.")
-table = _table(str(run.path), signature)
+table = _table(str(run.path), signature, records)
 source = ViewSource(data, run_model(run), records, f"{run.name}: its best checkpoint")
 st.caption(f"{run.name}: {records.describe()}.")
 summary(table, records)

@@ -20,7 +20,7 @@ from cifar_app.charts import attention_chart, top_k_chart
 from cifar_app.checkpoints import CheckpointError, LoadedModel, load_run_model
 from cifar_app.data import Cifar10, to_png_bytes
 from cifar_app.device import pick_device
-from cifar_app.dynamics import Records, trajectory
+from cifar_app.dynamics import Records, load_records, records_signature, trajectory
 from cifar_app.dynamics_charts import tile_png, trajectory_chart
 from cifar_app.predict import predict_images
 from cifar_app.runs import Run
@@ -59,6 +59,16 @@ def run_model(run: Run) -> LoadedModel | None:
         except (OSError, CheckpointError):
             continue
     return None
+
+
+@st.cache_resource(show_spinner="Reading the run's record…", max_entries=4)
+def _records(path: str, signature: tuple) -> Records | None:
+    return load_records(Path(path))
+
+
+def run_records(run: Run | None) -> Records | None:
+    """A run's per-image record, read again only when an epoch's record has been written since (None: no record)."""
+    return None if run is None else _records(str(run.path), records_signature(run.path))
 
 
 def gallery(refs: Sequence[ImageRef], captions: Sequence[str], source: ViewSource, key: str,
@@ -132,4 +142,4 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
     model_col.altair_chart(trajectory_chart(path), width="stretch")
     predicted = path["predicted"].value_counts()
     model_col.caption(f"Predicted most often: {predicted.index[0]} ({predicted.iloc[0]} of {len(path)} epochs); "
-                      f"right at {int(np.sum(path['correct']))}.")
+                      f"right at {int(np.sum(path['correct']))} of them.")
