@@ -161,22 +161,25 @@ def test_tab(records: Records, source: ViewSource) -> None:
         st.info("No test pass recorded yet: the test set is evaluated at the end of each epoch the run tests.")
         return
     classes = list(records.classes)
-    st.markdown("**Test accuracy per class at each tested epoch** (the thick line: all classes)")
+    st.markdown("**Test accuracy per class at each tested epoch** (the thick black line: the whole test set)")
     st.altair_chart(class_accuracy_chart(dynamics.class_accuracy_over_epochs(records), classes), width="stretch")
 
     st.markdown("**The confusion matrix at one epoch**")
     epoch = st.select_slider("Epoch", epochs, value=epochs[-1], key="dynamics_test_epoch") if len(epochs) > 1 \
         else epochs[0]
+    cells = dynamics.confusion_at(records, epoch)
+    confused = cells[cells["true"] != cells["predicted"]].sort_values("count", ascending=False, kind="stable")
+    st.session_state.setdefault("dynamics_true", confused.iloc[0]["true"])  # the most confused pair, at first
+    st.session_state.setdefault("dynamics_predicted", confused.iloc[0]["predicted"])
     matrix_col, cell_col = st.columns([3, 2], gap="large")
     with matrix_col:
-        st.altair_chart(confusion_chart(dynamics.confusion_at(records, epoch), classes), width="stretch",
+        st.altair_chart(confusion_chart(cells, classes), width="stretch",
                         on_select=apply_cell_click, selection_mode=CONFUSION_SELECTION, key="dynamics_matrix")
         st.caption("Click a cell to see its images (double-click clears), or pick the pair on the right.")
     with cell_col:
         true_col, pred_col = st.columns(2)
         true = true_col.selectbox("True class", classes, key="dynamics_true")
-        predicted = pred_col.selectbox("Predicted as", classes, index=min(1, len(classes) - 1),
-                                       key="dynamics_predicted")
+        predicted = pred_col.selectbox("Predicted as", classes, key="dynamics_predicted")
         cell = dynamics.cell_images(records, epoch, classes.index(true), classes.index(predicted))
         verb = "classified correctly" if true == predicted else f"predicted as **{predicted}**"
         st.markdown(f"**{len(cell):,}** test images of **{true}** {verb} at epoch {epoch}, the least sure first.")

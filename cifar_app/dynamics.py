@@ -460,11 +460,6 @@ def trajectory(records: Records, split: str, index: int) -> pd.DataFrame:
                          "predicted": names[predicted], "correct": predicted == records.test_labels[index]})
 
 
-def sparklines(records: Records, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), E) true-class probabilities of those train rows at each recorded epoch (NaN: not trained on)."""
-    return records.p_true[:, rows].T
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The test set over epochs
 

@@ -88,21 +88,17 @@ def data_map_chart(points: pd.DataFrame, density: pd.DataFrame) -> alt.LayerChar
     return alt.layer(shade, dots).properties(height=460)
 
 
-def class_accuracy_chart(frame: pd.DataFrame, classes: list[str]) -> alt.Chart:
-    """Test accuracy per class (and 'all', drawn thicker) at each tested epoch. `frame`: epoch, class, accuracy."""
-    order = [*classes, "all"]
-    return (
-        alt.Chart(frame)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d"), title="epoch"),
-            y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(zero=False)),
-            color=alt.Color("class:N", sort=order, title="class"),
-            strokeWidth=alt.condition("datum['class'] == 'all'", alt.value(4), alt.value(1.5)),
-            tooltip=["epoch:Q", "class:N", alt.Tooltip("accuracy:Q", format=".1f")],
-        )
-        .properties(height=320)
-    )
+def class_accuracy_chart(frame: pd.DataFrame, classes: list[str]) -> alt.LayerChart:
+    """Test accuracy per class at each tested epoch, one coloured line each, and the whole test set ('all') as a
+    thick black line. `frame`: epoch, class, accuracy."""
+    x = alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d"), title="epoch")
+    y = alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(zero=False))
+    tooltip = ["epoch:Q", "class:N", alt.Tooltip("accuracy:Q", format=".1f")]
+    per_class = alt.Chart(frame[frame["class"] != "all"]).mark_line(point=True, strokeWidth=1.5).encode(
+        x=x, y=y, color=alt.Color("class:N", sort=classes, title="class"), tooltip=tooltip)
+    overall = alt.Chart(frame[frame["class"] == "all"]).mark_line(point=True, color="black", strokeWidth=3.5).encode(
+        x=x, y=y, tooltip=tooltip)
+    return alt.layer(per_class, overall).properties(height=340)
 
 
 def trajectory_chart(frame: pd.DataFrame) -> alt.LayerChart:

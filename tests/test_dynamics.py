@@ -1,17 +1,21 @@
 """Per-image records of training (cifar_app.dynamics): what the loop writes, what the analysis reads from it."""
 
+import io
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from cifar_app import dynamics
 from cifar_app.dynamics import (
     changed_predictions, forgetting, image_table, likely_mislabelled, load_records, class_accuracy_over_epochs,
     cell_images, confusion_at, trajectory,
 )
-from cifar_app.events import BatchEvent, EpochEvent, EvalEvent
+from cifar_app.dynamics_charts import map_density, map_sample, tile_png
+from cifar_app.events import BatchEvent, EvalEvent
 from cifar_app.runs import RunStore
 from cifar_app.train import train
 from conftest import tiny_cifar, tiny_config
@@ -165,3 +169,19 @@ def test_the_test_set_over_epochs(tmp_path):
     assert path["epoch"].tolist() == [1, 2, 3]
     assert path["predicted"].tolist() == [dynamics.CLASSES[c] for c in records.test_pred[:, 0]]
     assert trajectory(records, "train", 10_000).empty  # not in this run's training images
+
+
+def test_the_data_map_draws_every_image_where_few_lie_and_thins_the_crowds():
+    rng = np.random.default_rng(0)
+    crowd = pd.DataFrame({"confidence": rng.uniform(0.9, 0.95, 20_000), "variability": rng.uniform(0.0, 0.02, 20_000)})
+    loners = pd.DataFrame({"confidence": np.linspace(0.02, 0.6, 60), "variability": np.linspace(0.05, 0.45, 60)})
+    table = pd.concat([crowd, loners], ignore_index=True)
+    drawn = map_sample(table, max_points=1000)
+    assert len(drawn) <= 1000 and set(loners.index + len(crowd)) <= set(drawn.index)
+    assert map_density(table)["images"].sum() == len(table)
+    assert len(map_sample(table.head(500), max_points=1000)) == 500  # few enough: every image is drawn
+
+    image = np.zeros((3, 32, 32), dtype=np.uint8)
+    tile = Image.open(io.BytesIO(tile_png(image, np.array([0.1, np.nan, 0.8]))))
+    assert tile.size == (96, 96 + 26)
+    assert Image.open(io.BytesIO(tile_png(image))).size == (96, 96)
