@@ -201,10 +201,11 @@ def test_tab(records: Records, source: ViewSource) -> None:
     kind = st.radio("Show", ["all", *dynamics.CHANGES], horizontal=True, key="dynamics_change_kind",
                     format_func=lambda k: k if k == "all" else f"{k} ({dynamics.CHANGES[k]}): {counts.get(k, 0):,}")
     shown = changes if kind == "all" else changes[changes["change"] == kind]
-    st.markdown(f"**{len(shown):,}** test images changed their prediction between epoch {before} and epoch {after}.")
+    st.markdown(f"**{len(shown):,}** test images changed their prediction between epoch {before} and epoch {after}; "
+                "under each: its label, then its prediction at the first epoch → at the second.")
     shown = shown.head(48)
     gallery([ImageRef("test", int(i)) for i in shown["index"]],
-            [f"#{r['index']} {r['before']} → {r['after']}" for _, r in shown.iterrows()], source,
+            [f"#{r['index']} {r['label']}: {r['before']} → {r['after']}" for _, r in shown.iterrows()], source,
             "dynamics_change_gallery")
 
 
