@@ -169,7 +169,9 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
     first = wrong.iloc[0]
     next(b for b in at.button if b.key and b.key.startswith("evaluate_mistakes_gallery_")).click().run()
     assert f"**test image #{first['index']}** · labelled **{first['true']}**" in text_of(at)
-    assert "The model says" in text_of(at) and "probability at each epoch" in text_of(at)
+    # the same answer as Evaluate's (the run's flip TTA included)
+    assert f"The model says **{first['predicted']}** ({first['confidence']:.0%}," in text_of(at)
+    assert "probability at each epoch" in text_of(at)
 
 
 def test_evaluate_predicts_the_test_set_once_per_model(data_dir, runs_dir, monkeypatch):

@@ -120,7 +120,8 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
     if source.model is None:
         model_col.caption("No model to ask: this run has no checkpoint yet.")
     else:
-        result = predict_images(source.model.model, image[None], pick_device("auto"), source.model.classes)
+        result = predict_images(source.model.model, image[None], pick_device("auto"), source.model.classes,
+                                tta_flip=source.model.config.tta_flip)  # the answer Evaluate gives
         top = result.top(0, 5)
         verdict = "right" if top.iloc[0]["class"] == label else f"wrong: labelled {label}"
         model_col.markdown(f"The model says **{top.iloc[0]['class']}** ({top.iloc[0]['probability']:.0%}, "
