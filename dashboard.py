@@ -15,11 +15,12 @@ import streamlit as st
 
 from ui import common
 
-# (file, title, icon); each page's URL is its file's name: /train, /samples, /evaluate, /predict, /runs
+# (file, title, icon); each page's URL is its file's name: /train, /samples, /evaluate, /dynamics, /predict, /runs
 PAGES = [
     ("app_pages/train.py", "Train", ":material/model_training:"),
     ("app_pages/samples.py", "Samples", ":material/photo_library:"),
     ("app_pages/evaluate.py", "Evaluate", ":material/grid_on:"),
+    ("app_pages/dynamics.py", "Dynamics", ":material/scatter_plot:"),
     ("app_pages/predict.py", "Predict", ":material/image_search:"),
     ("app_pages/runs.py", "Runs", ":material/history:"),
 ]

@@ -148,6 +148,7 @@ def hyperparameter_widgets(forking: bool = False) -> None:
         if "cuda" in devices:  # nothing to capture without a CUDA GPU
             widget("cuda_graphs", "check")
         widget("eval_every", "number", min_value=1, max_value=500, step=1)
+        widget("records", "check")
         widget("name", "text", placeholder="generated from the date")
 
 

@@ -32,6 +32,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data), binary=True)
+
+
 def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 

@@ -1,14 +1,17 @@
 """`python -m cifar_app.bench`: the project's training path against the coursework's, in one process.
 
-Three measurements on the current device, each after warm-up, each printed with a ratio to its baseline:
+Four measurements on the current device, each after warm-up, each printed with a ratio to its baseline:
   1. input pipeline: the coursework's DataLoader of per-image PIL transforms vs the tensor pipeline;
   2. the dynamic convolution: forward+backward images/s of each exact implementation (and the default);
   3. a whole training step (data + forward + backward + optimizer) for presets: the coursework's way
      (DataLoader + PIL, fp32, K separate convolutions, contiguous NCHW) vs the project's default path
      (uint8 tensors on the device, batched augmentation, the default implementation, bf16 autocast and
      channels_last on CUDA). Before timing, both paths run the same weights on the same batch and must give
-     the same logits within a stated tolerance, so the ratio compares like with like.
-The last line is the training-step speedup for the first preset, as `N.NNx`.
+     the same logits within a stated tolerance, so the ratio compares like with like;
+  4. the per-image record of learning dynamics (dynamics.Recorder) on that same step: recording off and on,
+     the record's own cost per batch, and its epoch-end cost, as a share of a training epoch.
+Section 3 ends with the training-step speedup for the first preset, as `N.NNx`; section 4 with the recording
+overhead, as a percentage of a training epoch. `--sections` runs some of them.
 
 The dashboard's time-per-epoch estimate comes from here too: `measure_images_per_s` times the same
 `TrainingStep` a run trains with on a few synthetic batches (refusing, before allocating, a model whose step
@@ -22,6 +25,7 @@ import argparse
 import copy
 import os
 import platform
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +40,9 @@ from cifar_app.data import (
     Cifar10, DataFormatError, DataNotFound, TensorLoader, load_cifar10, normalize, torchvision_loader,
 )
 from cifar_app.device import autocast, describe_device, pick_device, prefers_channels_last, sync, use_bf16
+from cifar_app.dynamics import Recorder
 from cifar_app.model import IMPLEMENTATIONS, build_model, dynamic_conv
-from cifar_app.schedule import EVAL_COST, eval_images, train_images
+from cifar_app.schedule import CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, EVAL_COST, eval_images, train_images
 from cifar_app.shape import block_shapes, training_bytes
 from cifar_app.step import GraphedStep, TrainingStep, describe_impls, make_optimizer, set_lr, train_step
 
@@ -226,6 +231,77 @@ def step_timings(
             Timing(f"project: tensors, {config.impl} impl, {fast_step.describe()}", fast))
 
 
+@dataclass
+class RecordCost:
+    off: Timing  # the training step with recording off
+    on: Timing  # and on
+    batch_s: float  # the record's op alone, per batch
+    epoch_end_s: float  # deriving a full-size epoch's arrays, one copy to the host, one file
+    batch_size: int
+
+    @property
+    def epoch_s(self) -> float:
+        """A full-size training epoch at the recording-off pace."""
+        return CIFAR10_TRAIN_IMAGES / self.off.images_per_s
+
+    @property
+    def share(self) -> float:
+        """The record's cost as a share of a training epoch (its op timed alone: steadier than on - off)."""
+        return (CIFAR10_TRAIN_IMAGES // self.batch_size * self.batch_s + self.epoch_end_s) / self.epoch_s
+
+
+def record_costs(data: Cifar10, config: TrainConfig, device: torch.device, batches: int, rounds: int = 3) -> RecordCost:
+    """Section 4: the training step with the per-image record off and on (interleaved rounds, the best of each),
+    the record's own op per batch timed alone, and the end of a full-size epoch (50,000 training and 10,000
+    test images: derive the arrays on the device, one copy to the host, one atomic file)."""
+    step = TrainingStep(config, device)
+    loader = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
+                          augment_crop_flip=config.augment, cutout_size=config.cutout, device=device,
+                          channels_last=step.channels_last)
+    with tempfile.TemporaryDirectory() as folder:
+        recorder = Recorder(Path(folder), loader.order, loader.labels, config.batch_size, data.test_labels.to(device))
+        recorder.begin_epoch(0, 0)
+        next_batch = _cycle(lambda: loader.batches(0))
+
+        def steps(record: bool) -> Callable[[], int]:
+            def one() -> int:
+                i, x, y = next_batch()
+                logits, _ = step(x, y)
+                if record:
+                    recorder.batch(i, logits)
+                return len(y)
+            return one
+
+        offs, ons = [], []
+        for _ in range(rounds):  # interleaved, so a neighbour's load falls on both alike
+            offs.append(_time(steps(False), device, 1, batches))
+            ons.append(_time(steps(True), device, 1, batches))
+        off, on = max(offs), max(ons)
+        i, x, y = next_batch()
+        logits, _ = step(x, y)
+        repeats = 500
+        sync(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            recorder.batch(i, logits)
+        sync(device)
+        batch_s = (time.perf_counter() - started) / repeats
+        gen = torch.Generator(device=device).manual_seed(0)
+        n, m = CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES
+        full = Recorder(Path(folder), lambda epoch: torch.randperm(n, device=device, generator=gen),
+                        torch.randint(0, 10, (n,), device=device, generator=gen), config.batch_size,
+                        torch.randint(0, 10, (m,), device=device, generator=gen))
+        full.begin_epoch(0, 0)
+        full.buffer.copy_(torch.randn(n, 10, device=device, generator=gen))
+        full.test(torch.randn(m, 10, device=device, generator=gen))
+        sync(device)
+        started = time.perf_counter()
+        full.end_epoch(1)
+        epoch_end_s = time.perf_counter() - started
+    return RecordCost(Timing("recording off", off), Timing("recording on (the loop's own logits, gathered)", on),
+                      batch_s, epoch_end_s, config.batch_size)
+
+
 def check_graph_updates(config: TrainConfig, device: torch.device, steps: int = 4) -> float:
     """Relative difference between the weight updates of `steps` eager steps and `steps` replays of the
     captured CUDA graph, from the same weights on the same batches, with the learning rate changing at
@@ -385,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=None, help="override the presets' depth (for quick tests)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch.profiler table of the first preset's eager training step")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="which measurements to run (1 pipeline, 2 implementations, 3 training step, 4 records)")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
@@ -400,26 +478,52 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {describe_device(device)}; torch {torch.__version__}; python {platform.python_version()}; "
           f"{time.strftime('%Y-%m-%d')}; data: {data.source}; {args.batches} timed batches after warm-up", flush=True)
 
-    pipe = pipeline_timings(data, first, device, args.batches, args.workers)
-    print(_table(f"\n1. input pipeline (preset {args.preset[0]}, batch {first.batch_size})", pipe,
-                 pipe[0].images_per_s), flush=True)
+    if "1" in args.sections:
+        pipe = pipeline_timings(data, first, device, args.batches, args.workers)
+        print(_table(f"\n1. input pipeline (preset {args.preset[0]}, batch {first.batch_size})", pipe,
+                     pipe[0].images_per_s), flush=True)
+    if "2" in args.sections:
+        print_implementations(first, args.preset[0], device, args.batches)
+    mismatch = "3" in args.sections and print_training_steps(data, configs, device, args.batches, args.workers,
+                                                             args.profile)
+    if "4" in args.sections:
+        cost = record_costs(data, first, device, args.batches)
+        print(_table(f"\n4. per-image records of learning dynamics (preset {args.preset[0]}, batch {first.batch_size})",
+                     [cost.off, cost.on], cost.off.images_per_s), flush=True)
+        print(f"  the record's op alone: {cost.batch_s * 1e6:,.0f} us a batch; the end of a 50,000-image epoch "
+              f"(derive, one copy to the host, one file): {cost.epoch_end_s * 1e3:,.0f} ms; a training epoch at the "
+              f"recording-off pace: {cost.epoch_s:,.0f} s. The share below adds those two up (on minus off above is "
+              "the same cost seen through the noise of whole steps)", flush=True)
+        print(f"\nrecording overhead, preset {args.preset[0]} on {device.type}: {100 * cost.share:.2f}% of a training "
+              "epoch", flush=True)
+    return 1 if mismatch else 0
 
-    impls = implementation_timings(first, device, args.batches)
-    print(_table(f"\n2. dynamic convolution, forward+backward of the network (preset {args.preset[0]}, batch "
-                 f"{first.batch_size})", impls, impls[0].images_per_s), flush=True)
-    print(f"\n2b. the dynamic convolution alone, forward+backward, per block shape (K={first.k})", flush=True)
-    for shape, rows in block_timings(first, device, args.batches):
+
+SECTIONS = ("1", "2", "3", "4")
+
+
+def print_implementations(config: TrainConfig, name: str, device: torch.device, batches: int) -> None:
+    impls = implementation_timings(config, device, batches)
+    print(_table(f"\n2. dynamic convolution, forward+backward of the network (preset {name}, batch "
+                 f"{config.batch_size})", impls, impls[0].images_per_s), flush=True)
+    print(f"\n2b. the dynamic convolution alone, forward+backward, per block shape (K={config.k})", flush=True)
+    for shape, rows in block_timings(config, device, batches):
         fastest = max(rows, key=lambda r: r.images_per_s)
         fastest.note = "fastest"
         print(_table(f"  {shape}", rows, rows[0].images_per_s), flush=True)
 
+
+def print_training_steps(data: Cifar10, configs: dict[str, TrainConfig], device: torch.device, batches: int,
+                         workers: int, profile: bool = False) -> bool:
+    """Section 3, printed (with `profile`, the first preset's profiler table); True when a path does not compute
+    what the coursework's does."""
     print("\n3. training step: data + forward + backward + optimizer", flush=True)
     speedup = {}
     mismatch = False
     for name, config in configs.items():
         error, tolerance, precision = check_same_math(config, device)
         verdict = "same math" if error <= tolerance else "MISMATCH"
-        slow, fast = step_timings(data, config, device, args.batches, args.workers)
+        slow, fast = step_timings(data, config, device, batches, workers)
         speedup[name] = fast.images_per_s / slow.images_per_s
         print(_table(f"  preset {name} (batch {config.batch_size}); logits vs fp64 reference: relative error "
                      f"{error:.1e} ({precision}, tolerance {tolerance:.0e}: {verdict})",
@@ -434,12 +538,13 @@ def main(argv: list[str] | None = None) -> int:
         if error > tolerance:
             print(f"error: the project's path does not compute the coursework's function for preset {name}")
             mismatch = True
-    name = args.preset[0]
-    if args.profile:
-        print(f"\n4. where the time of an eager training step goes (preset {name}, batch {first.batch_size})", flush=True)
+    name, first = next(iter(configs.items()))
+    if profile:
+        print(f"\n3b. where the time of an eager training step goes (preset {name}, batch {first.batch_size})",
+              flush=True)
         print(profile_table(first, device), flush=True)
-    print(f"\ntraining-step speedup, preset {name} on {device.type}: {speedup[name]:.2f}x")
-    return 1 if mismatch else 0
+    print(f"\ntraining-step speedup, preset {name} on {device.type}: {speedup[name]:.2f}x", flush=True)
+    return mismatch
 
 
 if __name__ == "__main__":

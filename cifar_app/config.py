@@ -86,6 +86,10 @@ class TrainConfig:
         True, "CUDA graph of the training step", "on CUDA, replay the whole training step as one CUDA graph (falls back if it fails)"
     )
     eval_every: int = knob(1, "Test every (epochs)", "evaluate on the test set every N epochs (and the last)")
+    records: bool = knob(
+        True, "Record how each image is learned",
+        "keep every training and test image's true-class probability at each epoch (Dynamics page; a few MB a run)",
+    )
     name: str = knob("", "Run name", "run name (blank = generated)")
 
     def validate(self) -> list[str]:
@@ -174,7 +178,7 @@ class ConfigError(ValueError):
 
 
 # Fields that describe where and how a run executes rather than what it learns: a preset leaves them alone.
-RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "name")
+RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "records", "name")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The coursework exactly: 11 blocks, Adam 1e-3 with L2 5e-4, batch 256, 25 epochs, no schedule or augmentation.

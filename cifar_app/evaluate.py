@@ -129,12 +129,17 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
 
 def confusion_frame(preds: Predictions) -> pd.DataFrame:
     """The confusion matrix in long form: true, predicted, count, share (of the true class), for charts."""
-    matrix = confusion_matrix(preds.labels, preds.predicted, len(preds.classes))
+    return confusion_cells(preds.labels, preds.predicted, preds.classes)
+
+
+def confusion_cells(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] = CLASSES) -> pd.DataFrame:
+    """`confusion_frame` for any labels and predicted classes (the Dynamics page's, at any epoch)."""
+    matrix = confusion_matrix(labels, predicted, len(classes))
     shares = normalize_rows(matrix)
-    n = len(preds.classes)
+    n = len(classes)
     return pd.DataFrame({
-        "true": [preds.classes[i] for i in range(n) for _ in range(n)],
-        "predicted": [preds.classes[j] for _ in range(n) for j in range(n)],
+        "true": [classes[i] for i in range(n) for _ in range(n)],
+        "predicted": [classes[j] for _ in range(n) for j in range(n)],
         "count": matrix.ravel(),
         "share": shares.ravel(),
     })

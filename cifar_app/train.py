@@ -29,7 +29,8 @@ import torch
 import torchvision
 
 from cifar_app.config import RUNTIME_FIELDS, ConfigError, TrainConfig, preset
-from cifar_app.data import Cifar10, TensorLoader, load_cifar10, split_train_val
+from cifar_app.data import Cifar10, TensorLoader, load_cifar10, split_indices
+from cifar_app.dynamics import start_recording
 from cifar_app.device import describe_device, is_out_of_memory, pick_device, prefers_channels_last
 from cifar_app.evaluate import accuracy, predict_logits
 from cifar_app.events import (
@@ -79,6 +80,7 @@ class Setup:
     loader: TensorLoader
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
+    train_index: torch.Tensor  # each training image's index in the dataset's training split
 
 
 EMPTY_SUMS = {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0}
@@ -96,6 +98,7 @@ class Position:
     images: int = 0
     history: list[EpochEvent] = field(default_factory=list)
     schedule_start: int = 0  # a fork's branch epoch: its learning-rate schedule starts there
+    records: dict[str, Any] | None = None  # the per-image record of the epoch under way, from a checkpoint
 
     def checkpoint(self, step: TrainingStep, config: TrainConfig, classes: tuple[str, ...]) -> dict[str, Any]:
         return {**step.state(), "epoch": self.epoch, "batch": self.batch, "accum": dict(self.sums),
@@ -155,15 +158,15 @@ def prepare(config: TrainConfig, data: Cifar10 | None, emit: Callable[[Event], N
     if data is None:
         emit(StatusEvent(f"Loading CIFAR-10 from {config.data_dir}"))
         data = load_cifar10(config.data_dir, download=config.download)
-    train_x, train_y, val_x, val_y = split_train_val(
-        data.train_images, data.train_labels, config.val_size, config.seed, config.train_subset
-    )
+    train_idx, val_idx = split_indices(len(data.train_labels), config.val_size, config.seed, config.train_subset)
+    train_x, train_y = data.train_images[train_idx], data.train_labels[train_idx]
+    val_x, val_y = data.train_images[val_idx], data.train_labels[val_idx]
     loader = TensorLoader(
         train_x, train_y, config.batch_size, train=True, augment_crop_flip=config.augment,
         cutout_size=config.cutout, device=device, seed=config.seed, channels_last=prefers_channels_last(device),
     )
     return Setup(config, device, data, loader, (val_x.to(device), val_y.to(device)),
-                 (data.test_images.to(device), data.test_labels.to(device)))
+                 (data.test_images.to(device), data.test_labels.to(device)), train_idx)
 
 
 def run_record(setup: Setup, step: TrainingStep) -> dict[str, Any]:
@@ -209,6 +212,7 @@ def continue_run(run: Run, saved: dict[str, Any], step: TrainingStep, setup: Set
         # checkpoints from before these were kept: the epochs' own seconds, and no pace to start from
         elapsed_s=saved.get("elapsed_s", sum(r["seconds"] or 0 for r in rows)), images=saved.get("images", 0),
         history=records_from_rows(rows, setup.config.epochs), schedule_start=origin[1] if origin else 0,
+        records=saved.get("records"),
     )
     run.claim(heartbeat=time.time(), resumed=time.time())
     emit(StatusEvent(f"Resuming {run.name} at epoch {position.epoch + 1}, batch {position.batch + 1}"))
@@ -349,6 +353,7 @@ class EpochLoop:
         self.emit, self.stop = emit, stop
         self.schedule = Schedule(setup.config, len(setup.loader), position.schedule_start)
         self.reporter = Reporter(setup, run, position, emit, stop, report_interval_s, checkpoint_every_s)
+        self.records = start_recording(run, setup.config, setup.loader, setup.train_index, setup.test[1], position)
 
     def run_epochs(self) -> tuple[str, str]:
         """(status, reason): finished, stopped (by the user) or failed (with why)."""
@@ -391,12 +396,14 @@ class EpochLoop:
         epoch_start = self.epoch_start = time.monotonic()
         first_images = position.images
         self.reporter.start_epoch()
+        self.records.begin_epoch(epoch, position.batch)
         for i, x, y in loader.batches(epoch, position.batch):
             if self.stop.is_set():
                 break
             lr = self.schedule.lr(epoch, i)
             step.set_lr(lr)
             logits, loss = step(x, y)
+            self.records.batch(i, logits)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
@@ -432,6 +439,8 @@ class EpochLoop:
             channels_last=self.step.channels_last,
             on_batch=lambda done, total: self.reporter.evaluating(epoch, split, done, total),
         )
+        if split == "test":
+            self.records.test(logits)
         return accuracy(logits, labels)
 
     def end_epoch(self, event: EpochEvent) -> None:
@@ -442,6 +451,7 @@ class EpochLoop:
         position.epoch, position.batch, position.sums = event.epoch, 0, dict(EMPTY_SUMS)
         if self.run is not None:
             self.run.append_metrics(event.row())
+            self.records.end_epoch(event.epoch)
             self.save()
             if best_epoch(position.history) is event:
                 self.save("best")
@@ -452,7 +462,8 @@ class EpochLoop:
         if self.run is None:
             return
         self.position.elapsed_s = self.reporter.elapsed()
-        self.run.save_checkpoint(self.position.checkpoint(self.step, self.config, self.setup.data.classes), which)
+        payload = self.position.checkpoint(self.step, self.config, self.setup.data.classes)
+        self.run.save_checkpoint({**payload, "records": self.records.state()}, which)
         self.reporter.checkpointed()
 
     def failure(self, error: Exception) -> str:

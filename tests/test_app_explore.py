@@ -76,6 +76,11 @@ def text_of(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+def gallery_captions(at: AppTest, gallery: str) -> list[str]:
+    """The captions of an image gallery (ui.image_view): the labels of the buttons that open each image."""
+    return [b.label for b in at.button if b.key and b.key.startswith(gallery + "_")]
+
+
 def captions(at: AppTest) -> list[list[str]]:
     return [image.captions for image in at.image]
 
@@ -146,7 +151,7 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
         cell = evaluate.select(preds, evaluate.CLASSES.index(true), evaluate.CLASSES.index(predicted))
         verb = "classified correctly" if true == predicted else f"predicted as **{predicted}**"
         assert f"**{len(cell)}** test images of **{true}** {verb}" in text_of(at)
-        shown = captions(at)[0] if len(cell) else []
+        shown = gallery_captions(at, "evaluate_cell_gallery")
         assert [c.split(" · ")[0] for c in shown] == [f"#{i}" for i in cell["index"][:24]]
 
     at.radio(key="evaluate_normalized").set_value("share of the true class").run()
@@ -155,10 +160,18 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
     at.selectbox(key="evaluate_mistake_true").set_value(pair["true"]).run()
     wrong = evaluate.mistakes(preds, true=evaluate.CLASSES.index(pair["true"]))
     assert f"**{len(wrong)}** mistakes" in text_of(at)
-    mistake_captions = captions(at)[-1]
+    mistake_captions = gallery_captions(at, "evaluate_mistakes_gallery")
     assert len(mistake_captions) == min(24, len(wrong))
     assert all(c.startswith(f"{pair['true']} → ") and c.count("·") == 2 for c in mistake_captions)
     assert at.get("download_button")
+
+    # every image opens the one image view: large, its label, the model's top classes and the run's record
+    first = wrong.iloc[0]
+    next(b for b in at.button if b.key and b.key.startswith("evaluate_mistakes_gallery_")).click().run()
+    assert f"**test image #{first['index']}** · labelled **{first['true']}**" in text_of(at)
+    # the same answer as Evaluate's (the run's flip TTA included)
+    assert f"The model says **{first['predicted']}** ({first['confidence']:.0%}," in text_of(at)
+    assert "probability at each epoch" in text_of(at)
 
 
 def test_evaluate_predicts_the_test_set_once_per_model(data_dir, runs_dir, monkeypatch):

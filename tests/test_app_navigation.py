@@ -7,7 +7,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 
-PAGES = {"train": "Train", "samples": "Samples", "evaluate": "Evaluate", "predict": "Predict", "runs": "Runs"}
+PAGES = {"train": "Train", "samples": "Samples", "evaluate": "Evaluate", "dynamics": "Dynamics", "predict": "Predict",
+         "runs": "Runs"}
 
 
 @pytest.fixture(autouse=True)

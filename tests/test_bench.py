@@ -2,6 +2,7 @@
 anything is allocated when it cannot fit."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -51,3 +52,6 @@ def test_the_benchmark_prints_both_paths_and_checks_they_compute_the_same(capsys
     assert "same math" in out and "MISMATCH" not in out
     assert "coursework: DataLoader+PIL, fp32, loop" in out and "project: tensors" in out
     assert "training-step speedup, preset quick on cpu:" in out
+    assert "recording off" in out and "recording on" in out
+    share = re.search(r"recording overhead, preset quick on cpu: ([\d.]+)% of a training epoch", out)
+    assert share and 0 < float(share.group(1)) < 100

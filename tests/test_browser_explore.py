@@ -1,7 +1,9 @@
 """The app in a real browser, past the Train page: every page at its own URL (a deep link and a reload land on
-that page), and a click on a confusion-matrix cell opens that cell's images.
+that page), a click on a confusion-matrix cell opens that cell's images, and a box dragged on the Dynamics
+page's data map changes its gallery to the images in the box, whose captions open the image view.
 
-AppTest cannot follow a URL or click a chart, so this drives `streamlit run dashboard.py` in Debian's Chromium.
+AppTest cannot follow a URL, click or drag on a chart, so this drives `streamlit run dashboard.py` in Debian's
+Chromium.
 Screenshots are kept under artifacts/.
 """
 
@@ -17,7 +19,9 @@ from conftest import ROOT, write_batches
 from explore_helpers import trained_runs_dir
 
 PORTS = range(8650, 8700)
-TITLES = {"train": "Train", "samples": "Samples", "evaluate": "Evaluate", "predict": "Predict", "runs": "Runs"}
+TITLES = {"train": "Train", "samples": "Samples", "evaluate": "Evaluate", "dynamics": "Dynamics", "predict": "Predict",
+          "runs": "Runs"}
+MAP_GALLERY = "[class*='st-key-dynamics_map_gallery_']"  # a caption button's container, keyed by its image
 
 pytestmark = pytest.mark.browser
 
@@ -96,6 +100,44 @@ def test_clicking_a_confusion_cell_shows_its_images(app_url, page):
     page.get_by_text(re.compile(rf"test images of {true} {verb}")).wait_for(timeout=60_000)
     wait_idle(page)
     page.screenshot(path=str(artifacts() / "browser-evaluate-click.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def gallery_images(page) -> list[int]:
+    """The training images the data map's gallery shows, in order, read from its buttons' keys (the page draws an
+    element out of view as a placeholder, so its text may not be there yet; its key is)."""
+    names = page.locator(MAP_GALLERY).evaluate_all("elements => elements.map(e => e.className)")
+    return [int(re.search(r"st-key-dynamics_map_gallery_train_(\d+)_", name).group(1)) for name in names]
+
+
+def test_a_box_on_the_data_map_changes_the_gallery_and_a_caption_opens_the_image(app_url, page):
+    page.goto(f"{app_url}/dynamics")
+    page.get_by_text(re.compile(r"images hard to learn")).wait_for(timeout=90_000)
+    wait_idle(page)
+    before = gallery_images(page)
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    # from the plot's upper left (confident and steady: easy to learn) to its middle
+    page.mouse.move(box["x"] + box["width"] * 0.15, box["y"] + box["height"] * 0.08)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=8)
+    page.mouse.up()
+    heading = page.get_by_text(re.compile(r"images in the box \(variability"))
+    heading.wait_for(timeout=60_000)
+    wait_idle(page)
+    count = int(re.search(r"([\d,]+) images in the box", heading.inner_text()).group(1).replace(",", ""))
+    after = gallery_images(page)
+    assert count > 0 and len(after) == min(24, count) and after != before
+    page.screenshot(path=str(artifacts() / "browser-dynamics-box.png"), full_page=True)
+
+    first = page.locator(MAP_GALLERY).first
+    first.scroll_into_view_if_needed()
+    first.locator("[data-testid='stBaseButton-tertiary']").first.click()
+    dialog = page.locator("[role='dialog']")
+    dialog.get_by_text(f"train image #{after[0]}").wait_for(timeout=60_000)
+    dialog.get_by_text("The model says", exact=False).wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts() / "browser-dynamics-view.png"))
     assert page.locator("[data-testid='stException']").count() == 0
 
 

@@ -5,9 +5,11 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from cifar_app.dynamics import load_records
 from cifar_app.report import run_row
 from cifar_app.runs import RunStore
 from cifar_app.events import BatchEvent, EpochEvent, EvalEvent, StatusEvent
@@ -272,6 +274,14 @@ def test_a_kill_within_the_first_epoch_loses_at_most_the_checkpoint_interval(tmp
     assert [r["epoch"] for r in rows] == [1, 2] and run.status() == "finished"
     # the duration on the Runs page counts the time trained before the kill too
     assert run_row(run)["seconds"] >= saved["elapsed_s"] + rows[-1]["seconds"]
+    # the per-image record goes on as if the run had never been killed
+    assert main(base[3:] + ["--epochs", "2", "--runs-dir", str(tmp_path / "straight")]) == 0  # the later --runs-dir wins
+    killed, straight = load_records(run.path), load_records(RunStore(tmp_path / "straight").runs()[0].path)
+    assert killed.epochs.tolist() == straight.epochs.tolist() == [1, 2]
+    for name in ("correct", "other", "test_pred"):
+        np.testing.assert_array_equal(getattr(killed, name), getattr(straight, name))
+    for name in ("p_true", "p_other", "test_p_true"):
+        np.testing.assert_allclose(getattr(killed, name), getattr(straight, name), rtol=0, atol=1e-3)
 
 
 def test_a_fork_starts_its_learning_rate_schedule_afresh(tiny_data, tmp_path):
