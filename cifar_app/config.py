@@ -80,7 +80,9 @@ class TrainConfig:
     impl: str = knob(
         "auto", "Dynamic-conv implementation", "dynamic-conv implementation: auto, loop, batched, persample"
     )
-    precision: str = knob("auto", "Precision", "auto (bf16 on CUDA), fp32 or bf16 autocast")
+    precision: str = knob(
+        "auto", "Precision", "auto (bf16 on CUDA and on CPUs with native bf16), fp32 or bf16 autocast"
+    )
     compile: bool = knob(False, "torch.compile", "torch.compile the model (falls back if it fails)")
     cuda_graphs: bool = knob(
         True, "CUDA graph of the training step", "on CUDA, replay the whole training step as one CUDA graph (falls back if it fails)"

@@ -295,3 +295,15 @@ def test_a_fork_starts_its_learning_rate_schedule_afresh(tiny_data, tmp_path):
     assert rates[0] == (3, 1, pytest.approx(0.04 * 0.01))
     assert max(rates, key=lambda r: r[2])[:2] in ((3, 6), (4, 1))
     assert rates[-1][2] < 0.01 * 0.2
+
+
+def test_the_automatic_precision_learns_as_well_as_fp32_on_this_cpu(tiny_data):
+    from cifar_app.device import cpu_has_native_bf16, use_bf16
+
+    # auto takes bf16 where the CPU computes it natively (faster there), fp32 elsewhere
+    assert use_bf16(torch.device("cpu"), "auto") == cpu_has_native_bf16()
+    chosen = train(tiny_config(epochs=4, device="cpu", precision="auto"), data=tiny_data)
+    exact = train(tiny_config(epochs=4, device="cpu", precision="fp32"), data=tiny_data)
+    assert chosen.final.test_acc > 60 and exact.final.test_acc > 60
+    assert abs(chosen.final.test_acc - exact.final.test_acc) <= 10
+    assert chosen.history[-1].train_loss == pytest.approx(exact.history[-1].train_loss, rel=0.15)
