@@ -273,3 +273,37 @@ class SearchSpace:
         if not isinstance(values, dict):
             raise SpaceError([f"{path} must hold a table of field names (e.g. {{\"lr\": {{\"low\": 1e-4, ...}}}})."])
         return cls.from_dict(values)
+
+
+# Where a search of each field usually starts: what the Sweeps page fills in when a field is picked.
+SUGGESTED: dict[str, Dimension] = {d.name: d for d in (
+    Dimension("lr", low=1e-4, high=1e-2, log=True),
+    Dimension("weight_decay", low=1e-6, high=1e-3, log=True),
+    Dimension("batch_size", choices=(64, 128, 256)),
+    Dimension("width", choices=(8, 16, 32)),
+    Dimension("k", choices=(1, 2, 4)),
+    Dimension("blocks", choices=(5, 8, 11)),
+    Dimension("label_smoothing", low=0.0, high=0.2),
+    Dimension("augment", choices=(True, False)),
+    Dimension("cutout", choices=(0, 8, 16)),
+    Dimension("schedule", choices=("none", "cosine", "onecycle")),
+    Dimension("optimizer", choices=("adam", "adamw", "sgd")),
+    Dimension("epochs", choices=(3, 5)),
+    Dimension("momentum", low=0.8, high=0.99),
+    Dimension("warmup_epochs", low=0.0, high=1.0),
+    Dimension("attn_temperature", low=1.0, high=30.0, log=True),
+)}
+
+
+def suggested(name: str, base: TrainConfig) -> Dimension:
+    """A starting dimension for `name`: SUGGESTED's, else the base value's neighbourhood or both settings."""
+    if name in SUGGESTED:
+        return SUGGESTED[name]
+    value, kind = getattr(base, name), FIELD_TYPES[name]
+    if kind is bool:
+        return Dimension(name, choices=(True, False))
+    if kind is str:
+        return Dimension(name, choices=(value,))
+    if kind is int:
+        return Dimension(name, low=max(0, value // 2), high=max(1, value * 2))
+    return Dimension(name, low=value / 2, high=value * 2 if value else 1.0)

@@ -216,6 +216,21 @@ class SweepSpec:
             raise SweepError("The sweep cannot start:\n  - " + "\n  - ".join(problems))
         return self
 
+    @classmethod
+    def from_preset(cls, name: str, preset_name: str, space: SearchSpace, *, data_dir: str,
+                    val_size: int = DEFAULT_VAL_SIZE, train_subset: int = 0, records: bool = False,
+                    settings: dict[str, Any] | None = None, **options: Any) -> "SweepSpec":
+        """A sweep whose trials start from a preset, on the same split (`val_size` held out, `train_subset` of
+        the rest), with `settings` for every trial. Unless `settings` says otherwise, each trial measures test
+        accuracy once, at its end (it chooses nothing), and keeps no per-image record (a few MB a trial)."""
+        settings = settings or {}
+        base = preset(preset_name, **{"data_dir": str(Path(data_dir).resolve()), "val_size": val_size,
+                                      "train_subset": train_subset, "records": records, **settings})
+        spec = cls(name, base, space, **options)
+        if "eval_every" not in settings:
+            spec.base = spec.base.replace(eval_every=max(1, spec.max_epochs()))
+        return spec
+
     def trial_config(self, params: dict[str, Any], number: int) -> TrainConfig:
         return self.base.replace(**params, name=f"{self.name}-t{number}")
 
@@ -311,6 +326,8 @@ def load_sweep(name: str, storage: SweepStorage) -> tuple[optuna.Study, SweepSpe
 
 def list_sweeps(storage: SweepStorage) -> list[str]:
     """The names of this app's sweeps in the storage, newest first."""
+    if storage.url is None and not (storage.folder / "journal.log").is_file():
+        return []  # nothing written yet: looking creates no file
     quiet_optuna()
     studies = [s for s in storage.open().get_all_studies() if "spec" in s.user_attrs]
     return [s.study_name for s in sorted(studies, key=lambda s: s.user_attrs["spec"].get("created", 0), reverse=True)]
@@ -527,16 +544,15 @@ def work(name: str, storage: SweepStorage, *, data_dir: str | None = None, quit:
         state = run_trial(study, trial, spec, data, store, quit, echo)
         ran[state] = ran.get(state, 0) + 1
         frozen = study._storage.get_trial(trial._trial_id)
-        value = f", validation accuracy {frozen.value:.2f}%" if frozen.value is not None else ""
-        reason = f": {frozen.user_attrs['reason']}" if frozen.user_attrs.get("reason") else ""
-        echo(f"trial {trial.number} {state}{value}{reason}")
+        outcome = f"validation accuracy {frozen.value:.2f}%" if state == "complete" else frozen.user_attrs.get("reason")
+        echo(f"trial {trial.number} {state}: {outcome}")
     with storage.claim_lock(spec.name):
         fail_dead_trials(study, store)
     return ran
 
 
 def worker_command(name: str, storage: SweepStorage) -> list[str]:
-    command = [sys.executable, "-m", "cifar_app.sweep", "work", name, "--runs-dir", str(storage.runs_dir)]
+    command = [sys.executable, "-m", "cifar_app.sweep", "work", name, "--runs-dir", str(storage.runs_dir.resolve())]
     return command + (["--storage", storage.url] if storage.url else [])
 
 
@@ -665,10 +681,12 @@ def leaderboard_lines(study: optuna.Study, spec: SweepSpec, top: int = 20) -> li
     state = sweep_state(study, spec)
     lines = [f"sweep {spec.name}: {state.line()}", *spec.describe(), ""]
     names = spec.space.names
-    lines.append(f"{'trial':>5}  {'state':<8} {'val acc':>8} {'epochs':>6} {'time':>7}  " + "  ".join(names))
+    widths = {n: max([len(n)] + [len(_show(r[n])) for r in rows[:top]]) for n in names}
+    lines.append(f"{'trial':>5}  {'state':<8} {'val acc':>8} {'epochs':>6} {'time':>7}  "
+                 + "  ".join(f"{n:>{widths[n]}}" for n in names))
     for row in rows[:top]:
         value = f"{row['val_acc']:.2f}%" if row["val_acc"] is not None else "-"
-        params = "  ".join(_show(row[n]) for n in names)
+        params = "  ".join(f"{_show(row[n]):>{widths[n]}}" for n in names)
         lines.append(f"{row['trial']:>5}  {row['state']:<8} {value:>8} {row['epochs']:>6} "
                      f"{(row['seconds'] or 0):>6.0f}s  {params}" + (f"   ({row['reason']})" if row["reason"] else ""))
     if len(rows) > top:
@@ -718,14 +736,11 @@ def spec_from_args(args: Any) -> SweepSpec:
         space = SearchSpace(space.dimensions + SearchSpace.from_flags(args.vary or []).dimensions)
     except SpaceError as error:
         raise SweepError(str(error)) from None
-    settings = parse_settings(args.set or [])
-    base = preset(args.preset, data_dir=str(Path(args.data_dir or default_data_dir()).resolve()),
-                  val_size=args.val_size, train_subset=args.train_subset, records=args.records, **settings)
-    spec = SweepSpec(args.name, base, space, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
-                     workers=args.workers or 1, prune_startup=args.prune_startup)
-    if "eval_every" not in settings:  # test accuracy once, at each trial's end: it does not choose anything
-        spec.base = spec.base.replace(eval_every=max(1, spec.max_epochs()))
-    return spec
+    return SweepSpec.from_preset(
+        args.name, args.preset, space, data_dir=args.data_dir or default_data_dir(), val_size=args.val_size,
+        train_subset=args.train_subset, records=args.records, settings=parse_settings(args.set or []),
+        trials=args.trials, sampler=args.sampler, pruner=args.pruner, workers=args.workers or 1,
+        prune_startup=args.prune_startup)
 
 
 def build_parser() -> "argparse.ArgumentParser":
