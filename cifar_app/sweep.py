@@ -465,6 +465,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, data: A
     except (ConfigError, DeviceError, DataNotFound, DataFormatError, ValueError) as error:
         reason = "; ".join(error.problems) if isinstance(error, ConfigError) else str(error)
         return _tell(study, trial, TrialState.FAIL, reason=f"could not start: {reason}")
+    except Exception as error:  # a bug in one trial's setup must not end the worker: the sweep goes on
+        log.exception("trial %d could not start", trial.number)
+        return _tell(study, trial, TrialState.FAIL, reason=f"could not start: {type(error).__name__}: {error}")
     best = result.best
     trial.set_user_attr("epochs_done", result.history[-1].epoch if result.history else 0)
     trial.set_user_attr("seconds", round(result.seconds, 1))

@@ -157,6 +157,19 @@ def test_a_tiny_sweep_completes_prunes_and_fails_its_trials_and_each_is_a_run(tm
     assert sweep.work("tiny", storage) == {}  # the budget is spent: a late worker takes nothing
 
 
+def test_a_grid_runs_each_point_once_however_many_trials_are_asked_under_hyperband(tmp_path, data_dir):
+    space = {"lr": [3e-3, 1e-7], "label_smoothing": [0.0, 0.1]}
+    storage = SweepStorage(tmp_path / "runs")
+    spec = tiny_spec(data_dir, space=space, sampler="grid", pruner="hyperband", trials=10, base={"epochs": 2})
+    assert spec.budget == 4  # the grid's size, not the 10 trials asked for
+    sweep.create_sweep(spec, storage)
+    sweep.work("tiny", storage)
+    study, _ = sweep.load_sweep("tiny", storage)
+    points = sorted((t.params["lr"], t.params["label_smoothing"]) for t in study.trials)
+    assert points == [(1e-7, 0.0), (1e-7, 0.1), (3e-3, 0.0), (3e-3, 0.1)]
+    assert set(states(study)) <= {"complete", "pruned"} and "complete" in states(study)
+
+
 def test_stop_ends_the_running_trial_within_a_batch_and_no_other_starts(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(sweep, "STOP_CHECK_S", 0.05)
     storage = SweepStorage(tmp_path / "runs")
