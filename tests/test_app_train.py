@@ -85,7 +85,7 @@ def test_the_dashboard_and_the_train_page_render_at_the_seed_preset(env):
     sidebar = "\n".join(str(e.value) for e in at.sidebar.caption)
     assert "CIFAR-10 ready" in sidebar and "Idle" in sidebar and ("CPU" in sidebar or "GPU" in sidebar)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Parameters"] == "7.84 M" and "min" in metrics["Time per epoch (rough)"]
+    assert metrics["Parameters"] == "31.31 M" and "min" in metrics["Time per epoch (rough)"]
     assert not at.button(key="start").disabled and at.button(key="stop").disabled
     assert "press **Start training**" in texts(at)
 
@@ -100,7 +100,7 @@ def test_choosing_a_preset_fills_in_its_values(env):
     assert at.segmented_control(key="preset").value is None and "custom" in texts(at)
     at.segmented_control(key="preset").set_value("seed")
     rerun(at)
-    assert widget_values(at)["epochs"] == 25 and widget_values(at)["width"] == 32
+    assert widget_values(at)["epochs"] == 25 and widget_values(at)["width"] == 64
     assert not at.exception
 
 
