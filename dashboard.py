@@ -1,7 +1,7 @@
 """CIFAR-10 Studio: `streamlit run dashboard.py`.
 
-The entry point: page navigation over the files in app_pages/ and the sidebar every page shares. The pages
-are thin views over the engine in cifar_app/.
+The entry point: page navigation over the files in app_pages/ and the sidebar every page shares (ui/). The
+pages are thin views over the engine in cifar_app/.
 
 The folder is not called pages/: Streamlit takes a pages/ folder beside the entry script for an old-style
 multipage app until st.navigation has run once in the server process, so the first visit after a (re)start
@@ -11,29 +11,33 @@ layout, and every module of the folder listed as a page.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from app_pages import common
+from ui import common
 
-ROOT = Path(__file__).resolve().parent
-
-# (file, title, icon): a page appears once its file exists, so the app runs while pages are being built.
+# (file, title, icon); each page's URL is its file's name: /train, /samples, /evaluate, /dynamics, /predict, /runs
 PAGES = [
     ("app_pages/train.py", "Train", ":material/model_training:"),
     ("app_pages/samples.py", "Samples", ":material/photo_library:"),
     ("app_pages/evaluate.py", "Evaluate", ":material/grid_on:"),
+    ("app_pages/dynamics.py", "Dynamics", ":material/scatter_plot:"),
     ("app_pages/predict.py", "Predict", ":material/image_search:"),
     ("app_pages/runs.py", "Runs", ":material/history:"),
 ]
-DEFAULT_PAGE = "app_pages/train.py"
+FIRST_PAGE = "app_pages/train.py"
+
+
+def url_path(file: str) -> str:
+    return file.removeprefix("app_pages/").removesuffix(".py")
+
 
 st.set_page_config(page_title="CIFAR-10 Studio", page_icon=":material/neurology:", layout="wide")
-page = st.navigation([
-    st.Page(file, title=title, icon=icon, default=file == DEFAULT_PAGE)
-    for file, title, icon in PAGES
-    if (ROOT / file).is_file()
-])
+pages = {file: st.Page(file, title=title, icon=icon, url_path=url_path(file)) for file, title, icon in PAGES}
+# Streamlit serves its default page at the root URL only (its own path would answer "Page not found"), so the
+# default is a hidden page that opens the first page under that page's own URL: /train can be reloaded and linked.
+root = st.Page(lambda: None, title="CIFAR-10 Studio", url_path="start", default=True, visibility="hidden")
+page = st.navigation([root, *pages.values()])
+if page is root:
+    st.switch_page(pages[FIRST_PAGE])
 common.sidebar()
 page.run()

@@ -1,32 +1,24 @@
 """Evaluate: a trained model on the test set. Accuracy, per-class metrics, a confusion matrix whose cells
-open their images, the most confident mistakes, and the predictions as CSV."""
+open their images, the most confident mistakes, and the predictions as CSV. Every image opens the one image
+view (ui.image_view): large, top classes, attention per block, and its probability over the run's epochs."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/evaluate.py`
-    sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from cifar_app import evaluate  # noqa: E402
-from cifar_app.charts import CONFUSION_SELECTION, confusion_chart, per_class_chart  # noqa: E402
-from cifar_app.data import to_png_bytes  # noqa: E402
-from app_pages.models import get_data, pick_model, predictions_csv, test_predictions  # noqa: E402
+from cifar_app import evaluate
+from cifar_app.charts import CONFUSION_SELECTION, confusion_chart, per_class_chart
+from ui.common import runs_store
+from ui.image_view import ImageRef, ViewSource, gallery, run_records
+from ui.model_picker import get_data, pick_model, predictions_csv, test_predictions
 
 ANY = "any"
 
 
-def show_images(rows: pd.DataFrame, images, captions: list[str], limit: int, width: int = 128) -> None:
-    if rows.empty:
-        st.caption("No images here.")
-        return
+def show_images(rows: pd.DataFrame, captions: list[str], limit: int, key: str, columns: int = 8) -> None:
     shown = rows.head(limit)
-    st.image([to_png_bytes(images[i], scale=4) for i in shown["index"]], caption=captions[: len(shown)], width=width)
+    gallery([ImageRef("test", int(i)) for i in shown["index"]], captions[: len(shown)], source, key, columns=columns)
     if len(rows) > limit:
         st.caption(f"Showing the {limit} most confident of {len(rows):,}.")
 
@@ -50,7 +42,8 @@ if choice is None:
 
 preds = test_predictions(choice, data)
 classes = list(preds.classes)
-images = data.test_images
+run = runs_store().get(choice.run_id) if choice.run_id else None
+source = ViewSource(data, choice.loaded, run_records(run), choice.loaded.source)
 pairs = evaluate.most_confused(preds, n=1)
 st.caption(f"{choice.loaded.source} on the {len(preds):,} test images ({data.source}).")
 
@@ -95,8 +88,8 @@ with cell_col:
     cell = evaluate.select(preds, classes.index(true_name), classes.index(pred_name))
     verb = "classified correctly" if true_name == pred_name else f"predicted as **{pred_name}**"
     st.markdown(f"**{len(cell):,}** test images of **{true_name}** {verb}, the model's most confident first.")
-    show_images(cell, images, [f"#{i} · p={p:.2f}" for i, p in zip(cell["index"], cell["confidence"])], limit,
-                width=96)
+    show_images(cell, [f"#{i} · p={p:.2f}" for i, p in zip(cell["index"], cell["confidence"])], limit,
+                "evaluate_cell_gallery", columns=4)
 
 st.subheader("Most confident mistakes")
 f_true, f_pred, f_limit = st.columns([2, 2, 1])
@@ -107,12 +100,13 @@ wrong = evaluate.mistakes(
     preds, None if wrong_true == ANY else classes.index(wrong_true),
     None if wrong_pred == ANY else classes.index(wrong_pred),
 )
-st.markdown(f"**{len(wrong):,}** mistakes; under each: the true class → the prediction, then the top 3.")
+st.markdown(f"**{len(wrong):,}** mistakes; under each: the true class → the prediction, then the top 3 (click "
+            "it to open the image).")
 show_images(
-    wrong, images,
+    wrong,
     [f"{row['true']} → {row['predicted']} | {evaluate.describe_top(row, preds.classes)}"
      for _, row in wrong.head(wrong_limit).iterrows()],
-    wrong_limit,
+    wrong_limit, "evaluate_mistakes_gallery",
 )
 
 st.subheader("Export")

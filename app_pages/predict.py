@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/predict.py`
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
+import torch
+from PIL import Image
 
-import streamlit as st  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from cifar_app.charts import attention_chart, top_k_chart  # noqa: E402
-from cifar_app.data import data_status, to_png_bytes  # noqa: E402
-from cifar_app.predict import (  # noqa: E402
-    ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, predict_images, prepare_upload,
+from cifar_app.charts import attention_chart, top_k_chart
+from cifar_app.data import data_status, to_png_bytes
+from cifar_app.predict import (
+    ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, display_image, predict_images, prepare_upload,
 )
-from app_pages.common import data_dir  # noqa: E402
-from app_pages.models import device, get_data, pick_model  # noqa: E402
+from ui.common import data_dir
+from ui.model_picker import device, get_data, pick_model
 
 log = logging.getLogger(__name__)
+TEST_IMAGE = "test"  # the format of a random test image, which was never uploaded
 FIT_HELP = {"crop": "the centre square", "pad": "the whole image, black bars", "squash": "the whole image, stretched"}
 
 
@@ -38,6 +33,29 @@ def prepare(data: bytes, name: str, fit: str) -> PreparedImage | str:
     except Exception as error:  # a decoder bug must cost one file, never the page
         log.exception("unexpected failure reading %s", name)
         return f"{name} could not be read ({type(error).__name__}: {error})."
+
+
+def with_article(noun: str) -> str:
+    """'an airplane', 'a cat'."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def card(name: str, item: PreparedImage, true: str | None, top, weights) -> None:
+    """One image's answer: the image, what the model sees, the top classes and each block's attention."""
+    answer = top.iloc[0]
+    verdict = ""
+    if true is not None:
+        verdict = " ✓ correct" if answer["class"] == true else f" ✗ (it is {with_article(true)})"
+    st.markdown(f"**{name}** → **{answer['class']}** ({answer['probability']:.1%}){verdict}")
+    original_col, seen_col, top_col, attention_col = st.columns([3, 2, 5, 4])
+    what = "test image" if item.format == TEST_IMAGE else "as uploaded"
+    original_col.image(item.display, caption=f"{what}, {item.size[0]} x {item.size[1]}", width=item.display.width)
+    seen_col.image(to_png_bytes(item.image, scale=4), caption="what the model sees (32 x 32)", width=128)
+    if item.notes:
+        original_col.caption("; ".join(item.notes))
+    top_col.altair_chart(top_k_chart(top), width="stretch")
+    attention_col.altair_chart(attention_chart(weights), width="stretch")
+    attention_col.caption("Attention a per block: how each block mixed its K kernels for this image.")
 
 
 st.title("Predict")
@@ -64,10 +82,10 @@ if found is not None and "predict_random_index" in st.session_state:
     if data is not None:
         index = st.session_state["predict_random_index"] % len(data.test_labels)
         image = data.test_images[index]
-        original = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((128, 128), Image.NEAREST)
+        shown = display_image(Image.fromarray(image.permute(1, 2, 0).numpy()))
         true = data.classes[int(data.test_labels[index])]
         name = f"test image #{index}"
-        items.append((name, PreparedImage(name, original, image, (32, 32), "test"), true))
+        items.append((name, PreparedImage(name, shown, image, (32, 32), TEST_IMAGE), true))
 for file in files or []:
     items.append((file.name, prepare(file.getvalue(), file.name, fit), None))
 
@@ -79,26 +97,16 @@ ready = [(name, item, true) for name, item, true in items if isinstance(item, Pr
 result = None
 if ready:
     result = predict_images(choice.loaded.model, torch.stack([item.image for _, item, _ in ready]), device(),
-                            choice.loaded.classes)
+                            choice.loaded.classes, tta_flip=choice.loaded.config.tta_flip)
 row = 0
 for name, item, true in items:
     if isinstance(item, str):
         st.error(item, icon=":material/block:")
         continue
-    top = result.top(row, k)
-    weights = result.attention_frame(row)
-    row += 1
     with st.container(border=True):
-        answer = top.iloc[0]
-        verdict = ""
-        if true is not None:
-            verdict = " ✓ correct" if answer["class"] == true else f" ✗ (it is a {true})"
-        st.markdown(f"**{name}** → **{answer['class']}** ({answer['probability']:.1%}){verdict}")
-        original_col, seen_col, top_col, attention_col = st.columns([3, 2, 5, 4])
-        original_col.image(item.original, caption=f"as uploaded, {item.size[0]} x {item.size[1]}", width=160)
-        seen_col.image(to_png_bytes(item.image, scale=4), caption="what the model sees (32 x 32)", width=128)
-        if item.notes:
-            original_col.caption("; ".join(item.notes))
-        top_col.altair_chart(top_k_chart(top), width="stretch")
-        attention_col.altair_chart(attention_chart(weights), width="stretch")
-        attention_col.caption("Attention a per block: how each block mixed its K kernels for this image.")
+        try:
+            card(name, item, true, result.top(row, k), result.attention_frame(row))
+        except Exception as error:  # one card's failure costs that card, never the cards after it
+            log.exception("the card of %s failed", name)
+            st.error(f"{name} could not be shown ({type(error).__name__}: {error}).", icon=":material/block:")
+    row += 1

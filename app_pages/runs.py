@@ -19,7 +19,7 @@ from cifar_app.device import DeviceError
 from cifar_app.jobs import JobBusy, NotResumable
 from cifar_app.lineage import checkpoint_position
 from cifar_app.runs import Run
-from app_pages import common
+from ui import common
 
 LIVE_S = 2.0  # while a run trains: redraw the table and the curves
 WATCH_S = 5.0  # otherwise: compare the store's file times, redraw only on a change
@@ -33,30 +33,41 @@ HONEST_NOTE = (
     "validation and report the test accuracy at that epoch."
 )
 
+
+def hidden(column: dict) -> dict:
+    """A column the table holds but shows only when the user ticks it in the table's column menu."""
+    return {**column, "hidden": True}
+
+
+# The table fits the page with the columns that tell runs apart at a glance; the recipe's columns are hidden
+# (the table's column menu shows them; "What differs" and "One run" below spell the recipe out).
 COLUMNS = {
     "name": st.column_config.TextColumn("name"),
-    "status": st.column_config.TextColumn("status", help=STATUS_HELP),
+    "status": st.column_config.TextColumn("status", help=STATUS_HELP, width="small"),
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
+                                                width="small",
                                                 help="of the planned epochs; a run in another process reports "
                                                      "its batches every few seconds"),
-    "preset": st.column_config.TextColumn("preset"),
-    "width": st.column_config.NumberColumn("width", format="%d"),
-    "optimizer": st.column_config.TextColumn("optimizer"),
-    "lr": st.column_config.NumberColumn("lr", format="%.1e"),
-    "batch_size": st.column_config.NumberColumn("batch", format="%d"),
-    "schedule": st.column_config.TextColumn("schedule"),
-    "epochs": st.column_config.TextColumn("epochs", help="done / planned"),
-    "best_test_acc": st.column_config.NumberColumn("best test acc", format="%.2f%%",
+    "epochs": st.column_config.TextColumn("epochs", help="done / planned", width="small"),
+    "best_test_acc": st.column_config.NumberColumn("best test", format="%.2f%%", width="small",
                                                    help="test accuracy at the best epoch"),
-    "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
-    "best_by": st.column_config.TextColumn("best by", help="what picked the best epoch: validation or test accuracy"),
-    "final_test_acc": st.column_config.NumberColumn("final test acc", format="%.2f%%"),
-    "final_train_acc": st.column_config.NumberColumn("final train acc", format="%.2f%%"),
-    "seconds": st.column_config.NumberColumn("duration", format="%.0f s", help="training time"),
-    "device": st.column_config.TextColumn("device"),
-    "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
-    "forked_from": st.column_config.TextColumn("forked from", help="parent run @ branch epoch"),
-    "id": st.column_config.TextColumn("folder"),
+    "best_epoch": st.column_config.NumberColumn("best epoch", format="%d", width="small"),
+    "final_test_acc": st.column_config.NumberColumn("final test", format="%.2f%%", width="small",
+                                                    help="test accuracy at the last epoch"),
+    "seconds": st.column_config.NumberColumn("time", format="%.0f s", help="training time", width="small"),
+    "started": hidden(st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm")),
+    "preset": hidden(st.column_config.TextColumn("preset")),
+    "width": hidden(st.column_config.NumberColumn("width", format="%d")),
+    "optimizer": hidden(st.column_config.TextColumn("optimizer")),
+    "lr": hidden(st.column_config.NumberColumn("lr", format="%.1e")),
+    "batch_size": hidden(st.column_config.NumberColumn("batch", format="%d")),
+    "schedule": hidden(st.column_config.TextColumn("schedule")),
+    "best_by": hidden(st.column_config.TextColumn("best by", help="what picked the best epoch: validation or test "
+                                                                  "accuracy")),
+    "final_train_acc": hidden(st.column_config.NumberColumn("final train acc", format="%.2f%%")),
+    "device": hidden(st.column_config.TextColumn("device")),
+    "forked_from": hidden(st.column_config.TextColumn("forked from", help="parent run @ branch epoch")),
+    "id": hidden(st.column_config.TextColumn("folder")),
 }
 
 
@@ -79,7 +90,8 @@ def runs_view(ids: tuple[str, ...], polling: bool) -> None:
         st.rerun()  # the last run ended: redraw once, which stops the polling
     readable = [r for r in runs if r.id not in unreadable]
     labels = compare.run_labels(readable)
-    st.dataframe(compare.table_frame(rows, labels), hide_index=True, key="runs_table", column_config=COLUMNS)
+    st.dataframe(compare.table_frame(rows, labels), hide_index=True, key="runs_table", column_config=COLUMNS,
+                 column_order=list(COLUMNS), placeholder="")  # a figure not known yet is a blank, not "None"
     for run_id, error in unreadable.items():
         st.warning(f"`{run_id}` cannot be read ({error}); it is left out.", icon=":material/warning:")
     if any(row["best_by"] == "test" and row["best_epoch"] is not None for row in rows):

@@ -3,20 +3,13 @@ split, and the training augmentation applied to one image, exactly as the traini
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
+import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run on its own: `streamlit run app_pages/samples.py`
-    sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-import torch  # noqa: E402
-
-from cifar_app.charts import class_balance_chart  # noqa: E402
-from cifar_app.data import augment, class_counts, denormalize, sample_batch, to_png_bytes  # noqa: E402
-from app_pages.models import get_data  # noqa: E402
+from cifar_app.charts import class_balance_chart
+from cifar_app.data import augment, class_counts, denormalize, sample_batch, to_png_bytes
+from ui.model_picker import get_data
 
 BATCH = 100
 

@@ -1,13 +1,12 @@
 """The Train page: every hyperparameter as a widget, presets, a model summary, Start/Stop and the live view.
 
-The page never trains: Start hands the config to the process-wide job (app_pages.common.job_manager) and the
+The page never trains: Start hands the config to the process-wide job (ui.common.job_manager) and the
 live view redraws a snapshot of it in a fragment about once a second while a run trains.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -18,21 +17,25 @@ from cifar_app.config import (
     matching_preset, preset,
 )
 from cifar_app.data import DataFormatError, DataNotFound, data_status
-from cifar_app.device import DeviceError, pick_device
-from cifar_app.jobs import JobBusy, JobSnapshot, estimate_seconds
+from cifar_app.device import DeviceError, available_devices, pick_device
+from cifar_app.jobs import JobBusy, JobSnapshot
 from cifar_app.lineage import ARCHITECTURE_FIELDS, fork_problems, fork_warnings
-from cifar_app.model import summarize_shape
-from app_pages import common
+from cifar_app.shape import summarize_shape
+from ui import common
 
-PAGES_DIR = Path(__file__).resolve().parent
 PREFIX, FORM_FIELDS = common.FORM_PREFIX, common.FORM_FIELDS
-HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
+FIELDS = {f.name: f.metadata for f in fields(TrainConfig)}  # each field's label and help text
 PRESET_TEXT = {
     "seed": "seed: the coursework (25 epochs)",
     "quick": "quick: narrow, 3 epochs on a CPU",
     "best": "best: the strongest 25-epoch recipe",
 }
-CPU_PROBE_BATCH = 32  # the speed probe's batch on a CPU: a second or two, and CPUs gain little from larger batches
+# The coursework's 25 epochs take about a minute on a GPU and many hours on a CPU: a CPU opens on `quick`.
+DEFAULT_PRESET = "seed" if pick_device("auto").type != "cpu" else "quick"
+DEFAULT_WHY = {"seed": "Opened on `seed`, the coursework's own recipe: this machine has a GPU.",
+               "quick": "Opened on `quick`: this machine has no GPU, and the coursework's `seed` recipe would take "
+                        "many hours on its CPU."}
+CPU_PROBE_BATCH = 128  # the speed probe's largest batch on a CPU: smaller ones run slower per image, larger take long
 
 
 def _grid(mantissas: tuple[float, ...], exponents: range, top: float) -> list[float]:
@@ -82,28 +85,14 @@ def apply_preset() -> None:
 
 # -- widgets ----------------------------------------------------------------------------------------------
 
-LABELS = {
-    "download": "Download if absent", "train_subset": "Training subset (images, 0 = all)",
-    "val_size": "Validation split (images)", "augment": "Augment: random crop and flip", "cutout": "Cutout (pixels)",
-    "blocks": "Blocks", "k": "K: convolutions mixed per block", "width": "Width (channels of the first stage)",
-    "attn_temperature": "Attention temperature at epoch 1", "attn_anneal_epochs": "Anneal the temperature over (epochs)",
-    "zero_init_bn": "Start residual blocks as identity", "epochs": "Epochs", "batch_size": "Batch size",
-    "optimizer": "Optimizer", "lr": "Learning rate", "weight_decay": "Weight decay", "momentum": "SGD momentum",
-    "schedule": "Learning-rate schedule", "warmup_epochs": "Warm-up (epochs)", "label_smoothing": "Label smoothing",
-    "tta_flip": "Test-time flip (TTA)", "seed": "Random seed", "device": "Device", "impl": "Dynamic-conv implementation",
-    "precision": "Precision", "compile": "torch.compile", "eval_every": "Test every (epochs)", "name": "Run name",
-    "decay_all": "Decay BatchNorm and biases too", "cuda_graphs": "CUDA graph of the training step",
-}
-
-
 def _options(grid: list, name: str) -> list:
     """A widget's choices, with the current value added when a loaded config sits between grid points."""
     return sorted({*grid, st.session_state[PREFIX + name]})
 
 
 def widget(name: str, kind: str, **kwargs: Any) -> None:
-    common_args = dict(key=PREFIX + name, help=kwargs.pop("help", HELP[name]), persist_state="session")
-    label = LABELS[name]
+    common_args = dict(key=PREFIX + name, help=kwargs.pop("help", FIELDS[name]["help"]), persist_state="session")
+    label = FIELDS[name]["label"]
     if kind == "slider":
         kwargs["max_value"] = max(kwargs["max_value"], st.session_state[PREFIX + name])
         st.slider(label, **kwargs, **common_args)
@@ -151,12 +140,15 @@ def hyperparameter_widgets(forking: bool = False) -> None:
         widget("tta_flip", "check")
     with run_tab:
         widget("seed", "number", min_value=0, max_value=2**31 - 1, step=1)
-        widget("device", "select", options=DEVICES)
+        devices = available_devices()
+        widget("device", "select", options=sorted({*devices, st.session_state[PREFIX + "device"]}, key=DEVICES.index))
         widget("impl", "select", options=IMPLS)
         widget("precision", "select", options=PRECISIONS)
         widget("compile", "check")
-        widget("cuda_graphs", "check")
+        if "cuda" in devices:  # nothing to capture without a CUDA GPU
+            widget("cuda_graphs", "check")
         widget("eval_every", "number", min_value=1, max_value=500, step=1)
+        widget("records", "check")
         widget("name", "text", placeholder="generated from the date")
 
 
@@ -170,27 +162,25 @@ def model_size(blocks: int, k: int, width: int) -> tuple[int, int]:
     return summary.params, summary.macs
 
 
-def training_speed(config: TrainConfig, may_measure: bool) -> float | None:
-    """Training images/s of this model on this device: measured once per shape, None when not measured yet
-    and measuring now would compete with a run that is training."""
+def training_speed(config: TrainConfig, may_measure: bool) -> float | str | None:
+    """Training images/s of this model on this device: measured once per shape (on a small batch on a CPU,
+    where larger ones gain little); a sentence when it may not be measured (a config that cannot run, a model
+    too large to probe); None when not measured yet and measuring now would compete with a training run."""
     try:
         device = pick_device(config.device)
-    except DeviceError:
-        return None
+    except DeviceError as error:
+        return str(error)
     batch = config.batch_size if device.type != "cpu" else min(config.batch_size, CPU_PROBE_BATCH)
-    key = (device.type, config.blocks, config.k, config.width, batch, config.impl, config.precision)
-    lock, memo = common.speed_memo()
-    with lock:
-        if key in memo:
-            return memo[key]
-    if not may_measure:
-        return None
     probe = TrainConfig(blocks=config.blocks, k=config.k, width=config.width, batch_size=batch, impl=config.impl,
                         precision=config.precision, data_dir="")
-    speed = bench.measure_images_per_s(probe, device, batches=2 if device.type != "cpu" else 1)
-    with lock:
-        memo[key] = speed
-    return speed
+    cache = common.speed_cache()
+    known = cache.get(probe, device)
+    if known is not None:
+        return known
+    problem = bench.probe_problem(probe, device)
+    if problem or not may_measure:
+        return problem
+    return cache.measure(probe, device, batches=2 if device.type != "cpu" else 1)
 
 
 def model_summary(config: TrainConfig, job_running: bool) -> None:
@@ -202,10 +192,12 @@ def model_summary(config: TrainConfig, job_running: bool) -> None:
     slot = columns[2].empty()
     slot.metric("Time per epoch", "…", help="measuring the training speed of this model on this device")
     speed = training_speed(config, may_measure=not job_running)
-    if speed is None:
-        slot.metric("Time per epoch", "—", help="measured on this device when no run is training")
+    if not isinstance(speed, float):
+        slot.metric("Time per epoch", "—", help=speed or "measured on this device when no run is training")
+        if speed:
+            st.caption(f"Time per epoch not measured: {speed}.")
         return
-    epoch_s, run_s = estimate_seconds(config, speed)
+    epoch_s, run_s = bench.estimate_seconds(config, speed)
     slot.metric("Time per epoch (rough)", f"≈ {duration(epoch_s)}",
                 help=f"from {speed:,.0f} training images/s measured on a few synthetic batches of this model on "
                      "this device, plus the test pass")
@@ -241,17 +233,28 @@ def epoch_table(snap: JobSnapshot) -> None:
 
 
 def progress_view(snap: JobSnapshot) -> None:
-    p = snap.progress
-    if p is None:
+    p, e = snap.progress, snap.evaluating
+    stopping = " (stopping within one batch)" if snap.stop_requested else ""
+    if p is None and e is None:
         st.progress(0.0, text=f"{snap.message or 'Starting'}…")
         return
-    st.progress(p.batch / p.batches, text=f"Epoch {p.epoch} of {p.epochs}: batch {p.batch} of {p.batches}"
-                + (" (stopping after this batch)" if snap.stop_requested else ""))
+    if e is not None:  # the end of an epoch: the held-out images, batch by batch
+        st.progress(e.done / max(e.total, 1), text=f"Epoch {e.epoch} of {e.epochs}: evaluating on the {e.split} "
+                    f"images, {e.done:,} of {e.total:,}{stopping}")
+    else:
+        st.progress(p.batch / p.batches, text=f"Epoch {p.epoch} of {p.epochs}: training, batch {p.batch} of "
+                    f"{p.batches}{stopping}")
     columns = st.columns(4)
-    columns[0].metric("Images/s", f"{p.images_per_s:,.0f}")
-    columns[1].metric("Elapsed", duration(p.elapsed_s), help="training time of this run so far")
-    columns[2].metric("Epoch ETA", duration(p.epoch_eta_s), help="until this epoch's training ends (then the test pass)")
-    columns[3].metric("Run ETA", duration(p.run_eta_s), help="until the last epoch's training ends, at the pace so far")
+    if p is not None:
+        columns[0].metric("Images/s", f"{p.images_per_s:,.0f}",
+                          help="training images per second over the last half minute or so")
+    columns[1].metric("Elapsed", duration(e.elapsed_s if e is not None else p.elapsed_s),
+                      help="time of this run so far, earlier sessions of a resumed run included")
+    if e is None:
+        columns[2].metric("Epoch ETA", duration(p.epoch_eta_s), help="until this epoch's training ends (then the "
+                                                                     "evaluation)")
+    columns[3].metric("Run ETA", duration(e.run_eta_s if e is not None else p.run_eta_s),
+                      help="until the run ends, evaluations included, at the recent pace")
 
 
 def end_summary(snap: JobSnapshot) -> None:
@@ -282,9 +285,8 @@ def end_summary(snap: JobSnapshot) -> None:
     columns[3].metric("Time", duration(snap.seconds or snap.elapsed_s))
     columns[3].caption(f"{len(snap.epochs)} of {snap.total_epochs} epochs")
     if snap.run_id:
-        if (PAGES_DIR / "evaluate.py").is_file():
-            st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
-                         icon=":material/grid_on:", query_params={"run": snap.run_id})
+        st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
+                     icon=":material/grid_on:", query_params={"run": snap.run_id})
         st.caption(f"Saved in `{snap.run_path}`.")
 
 
@@ -329,13 +331,21 @@ def live_view(job_id: int, polling: bool) -> None:
     else:
         st.caption("The loss and accuracy per epoch appear here when epoch 1 ends; the running loss is below.")
     if snap.losses:
-        with st.container(key="batch_loss_chart"):
-            st.altair_chart(charts.batch_loss_chart(charts.loss_frame(snap.loss_rows())), width="stretch")
+        points = charts.loss_frame(snap.loss_rows())
+        loss_col, lr_col = st.columns(2)
+        with loss_col:
+            smoothing = st.slider("Smoothing", 0.0, charts.MAX_SMOOTHING, charts.DEFAULT_SMOOTHING, step=0.01,
+                                  key="loss_smoothing", help="how much of the previous average each point of the dark "
+                                  "line keeps: 0 draws the reports themselves, 0.99 a slow trend")
+            with st.container(key="batch_loss_chart"):
+                st.altair_chart(charts.batch_loss_chart(points, smoothing), width="stretch")
+        with lr_col.container(key="lr_chart"):
+            st.altair_chart(charts.lr_chart(points), width="stretch")
         st.caption(
-            "The light line is the mean training loss of the batches since the previous report (about four a "
-            "second), so the noise of single batches shows; the dark line is its exponential moving average (each "
-            f"point keeps {charts.DEFAULT_SMOOTHING:.0%} of the previous average), which shows the trend. With label "
-            "smoothing or augmentation on, the training loss does not fall to zero."
+            "Left, the light line is the mean training loss of the batches since the previous report (about four a "
+            "second), so the noise of single batches shows; the dark line is its exponential moving average, which "
+            "shows the trend. With label smoothing or augmentation on, the training loss does not fall to zero. "
+            "Right, the learning rate the schedule gave each report's batches."
         )
     if snap.epochs:
         epoch_table(snap)
@@ -408,7 +418,8 @@ st.caption("The coursework's dynamic-convolution CNN on CIFAR-10: choose the hyp
            "watch it learn.")
 manager = common.job_manager()
 # a new tab, or a reload, starts from the settings of the run it shows (the one training, or the last one)
-init_form(manager.snapshot().config or preset("seed"))
+opened_on_default = manager.snapshot().config is None
+init_form(manager.snapshot().config or preset(DEFAULT_PRESET))
 config = form_config()
 st.session_state["preset"] = matching_preset(config)  # shows 'custom' (nothing picked) once a value is changed
 
@@ -423,6 +434,8 @@ with settings:
         st.caption("custom: changed from the presets")
     else:
         st.caption(PRESET_TEXT.get(st.session_state["preset"], ""))
+    if opened_on_default and st.session_state["preset"] == DEFAULT_PRESET:
+        st.caption(DEFAULT_WHY[DEFAULT_PRESET])
     hyperparameter_widgets(forking)
 config = form_config()
 fork = fork_source()

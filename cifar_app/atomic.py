@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
     path = Path(path)
@@ -34,9 +32,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data), binary=True)
+
+
 def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
+    import torch  # only the writers of checkpoints and caches need it
+
     _atomic_write(path, lambda f: torch.save(payload, f), binary=True)

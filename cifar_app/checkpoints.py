@@ -19,7 +19,7 @@ import torch
 
 from cifar_app.config import ConfigError, TrainConfig
 from cifar_app.data import CLASSES
-from cifar_app.model import DynamicConvNet, build_model
+from cifar_app.model import DynamicConvNet, build_model, with_temperature
 from cifar_app.runs import Run
 
 FORMAT = "cifar10-studio-model"
@@ -44,9 +44,13 @@ def export_payload(run: Run, which: str = "best") -> dict[str, Any]:
     """The portable form of a run's checkpoint: weights + config, no optimizer state."""
     saved = run.load_checkpoint(which)
     rows = {r["epoch"]: r for r in run.metrics()}
+    temperature = saved.get("temperature", 1.0)
+    # the attention temperature is in the state_dict, so load_state_dict alone restores it (older checkpoints
+    # kept it beside the weights: it is put in)
+    state = with_temperature(saved["model"], temperature, TrainConfig.from_dict(saved["config"]).blocks)
     return {
         "format": FORMAT, "version": VERSION, "config": saved["config"], "classes": list(saved.get("classes", CLASSES)),
-        "state_dict": saved["model"], "epoch": saved["epoch"], "temperature": saved.get("temperature", 1.0),
+        "state_dict": state, "epoch": saved["epoch"], "temperature": temperature,
         "test_acc": (rows.get(saved["epoch"]) or {}).get("test_acc"),
     }
 
@@ -73,13 +77,12 @@ def _model_from(payload: dict[str, Any], device: torch.device | str, source: str
         raise CheckpointError(f"{source} carries a configuration this app cannot build: {error}") from error
     model = build_model(config, device)
     try:
-        model.load_state_dict(state)
+        model.load_weights(state, float(payload.get("temperature", 1.0)))
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise CheckpointError(
             f"{source}: its weights do not match the network its config describes ({first})."
         ) from error
-    model.set_temperature(float(payload.get("temperature", 1.0)))  # mid-anneal checkpoints predict at their T
     model.eval()
     classes = tuple(payload.get("classes") or CLASSES)
     return LoadedModel(model, config, classes, source, payload.get("epoch"))

@@ -144,7 +144,7 @@ def elsewhere_line(run: Run) -> str:
         parts = [f"epoch {min(done + 1, epochs)} of {epochs}"]
     if tested:
         parts.append(f"last test accuracy {tested[-1]:.2f}%")
-    heard = time.time() - float(meta.get("updated", time.time()))
+    heard = time.time() - float(meta.get("heartbeat", meta.get("updated", time.time())))
     parts.append(f"pid {meta.get('pid')} on {meta.get('host')}, last heard {heard:.0f} s ago")
     return " · ".join(parts)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cifar_app.shape import summarize_shape
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -25,49 +27,72 @@ def default_data_dir() -> str:
     return os.environ.get("CIFAR_DATA_DIR", "data")
 
 
+def knob(default: Any, label: str, help: str) -> Any:
+    """A config field with the label of its dashboard widget and the help text the widget and the CLI show.
+    A callable default is a factory (evaluated per instance)."""
+    metadata = {"label": label, "help": help}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run. The defaults are the coursework's `seed` recipe."""
 
     # data
-    data_dir: str = field(default_factory=default_data_dir, metadata={"help": "where CIFAR-10 is (or goes)"})
-    download: bool = field(default=False, metadata={"help": "download CIFAR-10 with torchvision if absent"})
-    train_subset: int = field(default=0, metadata={"help": "train on the first N shuffled images (0 = all)"})
-    val_size: int = field(default=0, metadata={"help": "images held out of training for validation (0 = none)"})
-    augment: bool = field(default=False, metadata={"help": "random crop (padding 4) and horizontal flip"})
-    cutout: int = field(default=0, metadata={"help": "side of a random square masked per training image (0 = off)"})
+    data_dir: str = knob(default_data_dir, "Data folder", "where CIFAR-10 is (or goes)")
+    download: bool = knob(False, "Download if absent", "download CIFAR-10 with torchvision if absent")
+    train_subset: int = knob(0, "Training subset (images, 0 = all)", "train on the first N shuffled images (0 = all)")
+    val_size: int = knob(0, "Validation split (images)", "images held out of training for validation (0 = none)")
+    augment: bool = knob(False, "Augment: random crop and flip", "random crop (padding 4) and horizontal flip")
+    cutout: int = knob(0, "Cutout (pixels)", "side of a random square masked per training image (0 = off)")
     # model
-    blocks: int = field(default=11, metadata={"help": "number of dynamic-convolution blocks"})
-    k: int = field(default=4, metadata={"help": "convolutions mixed per block (K)"})
-    width: int = field(default=32, metadata={"help": "channels of the first blocks; doubles at each pooling"})
-    attn_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the attention at epoch 1"})
-    attn_anneal_epochs: int = field(default=0, metadata={"help": "epochs to anneal the temperature to 1 (0 = fixed)"})
-    zero_init_bn: bool = field(default=False, metadata={"help": "start each residual block as the identity"})
+    blocks: int = knob(11, "Blocks", "number of dynamic-convolution blocks")
+    k: int = knob(4, "K: convolutions mixed per block", "convolutions mixed per block (K)")
+    width: int = knob(
+        32, "Width (channels of the first stage)", "channels of the first blocks; doubles at each pooling"
+    )
+    attn_temperature: float = knob(
+        1.0, "Attention temperature at epoch 1", "softmax temperature of the attention at epoch 1"
+    )
+    attn_anneal_epochs: int = knob(
+        0, "Anneal the temperature over (epochs)", "epochs to anneal the temperature to 1 (0 = fixed)"
+    )
+    zero_init_bn: bool = knob(False, "Start residual blocks as identity", "start each residual block as the identity")
     # optimisation
-    epochs: int = field(default=25, metadata={"help": "passes over the training set"})
-    batch_size: int = field(default=256, metadata={"help": "images per optimiser step"})
-    optimizer: str = field(default="adam", metadata={"help": "adam (coupled L2), adamw or sgd (Nesterov momentum)"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate (peak rate for onecycle)"})
-    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay"})
-    decay_all: bool = field(
-        default=True, metadata={"help": "decay BatchNorm and bias parameters too, as the coursework's Adam did"}
+    epochs: int = knob(25, "Epochs", "passes over the training set")
+    batch_size: int = knob(256, "Batch size", "images per optimiser step")
+    optimizer: str = knob("adam", "Optimizer", "adam (coupled L2), adamw or sgd (Nesterov momentum)")
+    lr: float = knob(1e-3, "Learning rate", "learning rate (peak rate for onecycle)")
+    weight_decay: float = knob(5e-4, "Weight decay", "weight decay")
+    decay_all: bool = knob(
+        True, "Decay BatchNorm and biases too", "decay BatchNorm and bias parameters too, as the coursework's Adam did"
     )
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
-    schedule: str = field(default="none", metadata={"help": "learning-rate schedule: none, cosine or onecycle"})
-    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up (cosine) or rise (onecycle) in epochs"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the cross-entropy loss"})
-    tta_flip: bool = field(default=False, metadata={"help": "average predictions with the flipped image at test time"})
+    momentum: float = knob(0.9, "SGD momentum", "SGD momentum")
+    schedule: str = knob("none", "Learning-rate schedule", "learning-rate schedule: none, cosine or onecycle")
+    warmup_epochs: float = knob(0.0, "Warm-up (epochs)", "linear warm-up (cosine) or rise (onecycle) in epochs")
+    label_smoothing: float = knob(0.0, "Label smoothing", "label smoothing of the cross-entropy loss")
+    tta_flip: bool = knob(False, "Test-time flip (TTA)", "average predictions with the flipped image at test time")
     # run
-    seed: int = field(default=0, metadata={"help": "random seed (data order, init, augmentation)"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
-    impl: str = field(default="auto", metadata={"help": "dynamic-conv implementation: auto, loop, batched, persample"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA), fp32 or bf16 autocast"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model (falls back if it fails)"})
-    cuda_graphs: bool = field(
-        default=True, metadata={"help": "on CUDA, replay the whole training step as one CUDA graph (falls back if it fails)"}
+    seed: int = knob(0, "Random seed", "random seed (data order, init, augmentation)")
+    device: str = knob("auto", "Device", "auto, cpu, cuda or mps")
+    impl: str = knob(
+        "auto", "Dynamic-conv implementation", "dynamic-conv implementation: auto, loop, batched, persample"
     )
-    eval_every: int = field(default=1, metadata={"help": "evaluate on the test set every N epochs (and the last)"})
-    name: str = field(default="", metadata={"help": "run name (blank = generated)"})
+    precision: str = knob(
+        "auto", "Precision", "auto (bf16 on CUDA and on CPUs with native bf16), fp32 or bf16 autocast"
+    )
+    compile: bool = knob(False, "torch.compile", "torch.compile the model (falls back if it fails)")
+    cuda_graphs: bool = knob(
+        True, "CUDA graph of the training step", "on CUDA, replay the whole training step as one CUDA graph (falls back if it fails)"
+    )
+    eval_every: int = knob(1, "Test every (epochs)", "evaluate on the test set every N epochs (and the last)")
+    records: bool = knob(
+        True, "Record how each image is learned",
+        "keep every training and test image's true-class probability at each epoch (Dynamics page; a few MB a run)",
+    )
+    name: str = knob("", "Run name", "run name (blank = generated)")
 
     def validate(self) -> list[str]:
         """Every impossible value, as a sentence a user can act on. Empty when the config can run."""
@@ -106,8 +131,6 @@ class TrainConfig:
         need(self.impl in IMPLS, f"implementation must be one of {', '.join(IMPLS)} (got {self.impl!r}).")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r}).")
         if not problems:
-            from cifar_app.model import summarize_shape  # the model module imports this one
-
             params = summarize_shape(self.blocks, self.k, self.width).params
             need(params <= MAX_PARAMS, f"this network would have {params / 1e6:,.0f} M parameters, more than the "
                  f"{MAX_PARAMS / 1e6:.0f} M this app trains: lower the width, K or the number of blocks.")
@@ -157,7 +180,7 @@ class ConfigError(ValueError):
 
 
 # Fields that describe where and how a run executes rather than what it learns: a preset leaves them alone.
-RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "name")
+RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "records", "name")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The coursework exactly: 11 blocks, Adam 1e-3 with L2 5e-4, batch 256, 25 epochs, no schedule or augmentation;

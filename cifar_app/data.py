@@ -405,13 +405,20 @@ def split_train_val(
     images: torch.Tensor, labels: torch.Tensor, val_size: int, seed: int, subset: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hold out `val_size` training images (a seeded random choice) and keep `subset` of the rest (0 = all)."""
-    if val_size >= len(images):
-        raise ValueError(f"validation size {val_size} leaves no training images (the split has {len(images)}).")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    train_idx, val_idx = split_indices(len(images), val_size, seed, subset)
+    return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+
+
+def split_indices(n: int, val_size: int, seed: int, subset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, validation) indices into a split of `n` images, as `split_train_val` takes them: what maps a
+    training image back to its place in the original set."""
+    if val_size >= n:
+        raise ValueError(f"validation size {val_size} leaves no training images (the split has {n}).")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset:
         train_idx = train_idx[:subset]
-    return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+    return train_idx, val_idx
 
 
 @functools.lru_cache(maxsize=16)
@@ -522,6 +529,7 @@ class TensorLoader:
         if self.drop_last and len(self.images) < batch_size:
             self.drop_last = False  # a subset smaller than one batch still trains
         self.generator = torch.Generator(device=self.device)
+        self._order: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -532,12 +540,19 @@ class TensorLoader:
             yield x, y
         self.epoch += 1
 
+    def order(self, epoch: int) -> torch.Tensor | None:
+        """The shuffled order of `epoch` (None when the loader does not shuffle): batch i holds images
+        order[i * batch_size : (i + 1) * batch_size]. Drawn once per epoch and kept for the epoch's batches."""
+        if not self.train:
+            return None
+        if self._order is None or self._order[0] != epoch:
+            self.generator.manual_seed(_mix(self.seed, epoch))
+            self._order = (epoch, torch.randperm(len(self.images), device=self.device, generator=self.generator))
+        return self._order[1]
+
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """(index, images, labels) for batches start, start+1, ... of `epoch`."""
-        order = None
-        if self.train:
-            self.generator.manual_seed(_mix(self.seed, epoch))
-            order = torch.randperm(len(self.images), device=self.device, generator=self.generator)
+        order = self.order(epoch)
         for i in range(start, len(self)):
             idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is not None:

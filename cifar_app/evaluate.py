@@ -8,6 +8,7 @@ model's confidence, and the CSV export.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,12 @@ from cifar_app.data import CLASSES, normalize
 from cifar_app.device import autocast
 
 
+def flip_averaged(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Flip test-time augmentation: the mean of `logits` (the model's for the normalised batch x) and the
+    model's float32 logits for the mirror images of x. Evaluation and Predict both answer with it."""
+    return (logits + model(x.flip(3)).float()) / 2
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -28,9 +35,11 @@ def predict_logits(
     bf16: bool = False,
     tta_flip: bool = False,
     channels_last: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """float32 logits (N, classes) on `device` for uint8 NCHW images; with `tta_flip`, the mean of the
-    logits of each image and its mirror image."""
+    logits of each image and its mirror image. `on_batch(done, total)` hears after each batch (it may raise
+    to abandon the pass: the training loop's Stop does)."""
     was_training = model.training
     model.eval()
     chunks = []
@@ -42,8 +51,10 @@ def predict_logits(
             with autocast(device, bf16):
                 logits = model(x).float()
                 if tta_flip:
-                    logits = (logits + model(x.flip(3)).float()) / 2
+                    logits = flip_averaged(model, x, logits)
             chunks.append(logits)
+            if on_batch is not None:
+                on_batch(min(start + batch_size, len(images)), len(images))
     finally:
         model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, 10, device=device)
@@ -118,12 +129,17 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
 
 def confusion_frame(preds: Predictions) -> pd.DataFrame:
     """The confusion matrix in long form: true, predicted, count, share (of the true class), for charts."""
-    matrix = confusion_matrix(preds.labels, preds.predicted, len(preds.classes))
+    return confusion_cells(preds.labels, preds.predicted, preds.classes)
+
+
+def confusion_cells(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] = CLASSES) -> pd.DataFrame:
+    """`confusion_frame` for any labels and predicted classes (the Dynamics page's, at any epoch)."""
+    matrix = confusion_matrix(labels, predicted, len(classes))
     shares = normalize_rows(matrix)
-    n = len(preds.classes)
+    n = len(classes)
     return pd.DataFrame({
-        "true": [preds.classes[i] for i in range(n) for _ in range(n)],
-        "predicted": [preds.classes[j] for _ in range(n) for j in range(n)],
+        "true": [classes[i] for i in range(n) for _ in range(n)],
+        "predicted": [classes[j] for _ in range(n) for j in range(n)],
         "count": matrix.ravel(),
         "share": shares.ravel(),
     })

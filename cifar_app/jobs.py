@@ -24,10 +24,8 @@ from cifar_app.data import Cifar10, DataFormatError, DataNotFound, candidate_pat
 from cifar_app.device import DeviceError, pick_device
 from cifar_app.lineage import RESUME_RUNTIME_FIELDS, branch_epoch, fork_problems
 from cifar_app.runs import Run, RunStore
-from cifar_app.train import (
-    REPORT_INTERVAL_S, BatchEvent, EpochEvent, Event, ResumeEvent, StatusEvent, best_epoch, final_epoch, selection,
-    train,
-)
+from cifar_app.events import BatchEvent, EpochEvent, EvalEvent, Event, History, ResumeEvent, StatusEvent
+from cifar_app.train import REPORT_INTERVAL_S, train
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +33,6 @@ log = logging.getLogger(__name__)
 # than growing without bound (each snapshot copies the list).
 MAX_LOSS_POINTS = 4000
 JOIN_TIMEOUT_S = 10.0
-CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
-EVAL_COST = 1 / 3  # an image's forward pass costs about a third of its training step (forward + backward)
 
 
 class JobBusy(RuntimeError):
@@ -55,6 +51,7 @@ class LossPoint:
     batch: int
     batches: int
     loss: float
+    lr: float
 
     @property
     def position(self) -> float:
@@ -63,7 +60,7 @@ class LossPoint:
 
 
 @dataclass
-class JobSnapshot:
+class JobSnapshot(History):
     """A copy of the job's state at one moment; the reader owns it (the lists are copies, the events frozen
     in practice: the engine never changes an event after emitting it)."""
 
@@ -81,6 +78,7 @@ class JobSnapshot:
     ended_at: float = 0.0
     seconds: float = 0.0  # training time reported by the loop at the end
     progress: BatchEvent | None = None  # the latest batch report
+    evaluating: EvalEvent | None = None  # the evaluation under way at an epoch's end, else None
     epochs: list[EpochEvent] = field(default_factory=list)
     losses: list[LossPoint] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)  # RunResult.summary_lines() once the run ended
@@ -94,16 +92,8 @@ class JobSnapshot:
         return self.status in ("finished", "stopped", "failed")
 
     @property
-    def best(self) -> EpochEvent | None:
-        return best_epoch(self.epochs)
-
-    @property
-    def final(self) -> EpochEvent | None:
-        return final_epoch(self.epochs)
-
-    @property
-    def selection(self) -> str:
-        return selection(self.epochs)
+    def history(self) -> list[EpochEvent]:
+        return self.epochs
 
     @property
     def total_epochs(self) -> int:
@@ -113,7 +103,8 @@ class JobSnapshot:
         return [event.row() for event in self.epochs]
 
     def loss_rows(self) -> list[dict[str, Any]]:
-        return [{"epoch": p.epoch, "batch": p.batch, "position": p.position, "loss": p.loss} for p in self.losses]
+        return [{"epoch": p.epoch, "batch": p.batch, "position": p.position, "loss": p.loss, "lr": p.lr}
+                for p in self.losses]
 
     def lines(self) -> list[str]:
         """The coursework's per-epoch lines, every epoch so far."""
@@ -212,7 +203,7 @@ class JobManager:
             if not self._state.running:
                 return False
             self._state.stop_requested = True
-            self._state.message = "Stopping after this batch"
+            self._state.message = "Stopping within one batch"
             self._stop.set()
             return True
 
@@ -255,14 +246,19 @@ class JobManager:
                 if not state.stop_requested:
                     state.message = event.message
             elif isinstance(event, BatchEvent):
-                state.progress = event
-                state.losses.append(LossPoint(event.epoch, event.batch, event.batches, event.loss))
+                state.progress, state.evaluating = event, None
+                state.losses.append(LossPoint(event.epoch, event.batch, event.batches, event.loss, event.lr))
                 if len(state.losses) > MAX_LOSS_POINTS:
                     state.losses = state.losses[::2]
                 if not state.stop_requested:
                     state.message = f"Training epoch {event.epoch} of {event.epochs}"
+            elif isinstance(event, EvalEvent):
+                state.evaluating = event
+                if not state.stop_requested:
+                    state.message = f"Evaluating epoch {event.epoch} of {event.epochs} on the {event.split} images"
             elif isinstance(event, EpochEvent):
                 state.epochs.append(event)
+                state.evaluating = None
             elif isinstance(event, ResumeEvent):
                 state.epochs = list(event.history)
                 state.origin = f"resumed at epoch {event.epoch + 1}" + (f", batch {event.batch + 1}" if event.batch else "")
@@ -296,13 +292,3 @@ class JobManager:
             if result.run is not None:
                 state.run_id, state.run_path = result.run.id, str(result.run.path)
                 state.run_name = state.run_name or result.run.id
-
-
-def estimate_seconds(config: TrainConfig, images_per_s: float) -> tuple[float, float]:
-    """Rough (seconds per epoch, seconds for the run) on full CIFAR-10 at a measured training speed."""
-    train_images = CIFAR10_TRAIN_IMAGES - config.val_size
-    if config.train_subset:
-        train_images = min(train_images, config.train_subset)
-    eval_images = (config.val_size + CIFAR10_TEST_IMAGES / config.eval_every) * (2 if config.tta_flip else 1)
-    epoch = (train_images + eval_images * EVAL_COST) / max(images_per_s, 1e-9)
-    return epoch, epoch * config.epochs

@@ -10,9 +10,9 @@ from __future__ import annotations
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig
 from cifar_app.runs import Run
 
-# What a resumed run may change: where and how it runs, never what it learns (train() applies these).
-# where and how a resumed run executes may change; what it learns may not (its name is its own)
-RESUME_RUNTIME_FIELDS = tuple(f for f in RUNTIME_FIELDS if f != "name")
+# What a resumed run may change: where and how it runs, never what it learns (train() applies these). Its name
+# is its own, and so is whether it records each image's learning (a record with a hole would mislead).
+RESUME_RUNTIME_FIELDS = tuple(f for f in RUNTIME_FIELDS if f not in ("name", "records"))
 # A fork loads its parent's weights, so the network's shape must stay.
 ARCHITECTURE_FIELDS = ("blocks", "k", "width")
 # Fields that decide which training images a run sees; a fork that changes them sees other images.

@@ -19,13 +19,12 @@ from those measurements (see `auto_impl`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cifar_app.config import TrainConfig
+from cifar_app.shape import ModelSummary, stage_plan, summarize_shape
 
 IMPLEMENTATIONS = ("loop", "batched", "persample")
 # On the CPU, forward+backward of one block (python -m cifar_app.bench, section 2b) is 2-4x faster with
@@ -82,8 +81,9 @@ class DynamicConv2d(nn.Module):
         self.k, self.c_in, self.c_out, self.size, self.impl = k, c_in, c_out, size, impl
         self.weight = nn.Parameter(torch.empty(k * c_out, c_in, size, size))
         self.attention = nn.Linear(c_in, k)
-        # a tensor, not a float: changing it each epoch must not recompile a torch.compile'd model
-        self.register_buffer("temperature", torch.ones(()), persistent=False)
+        # a tensor, not a float: changing it each epoch must not recompile a torch.compile'd model; part of the
+        # state_dict, because a model saved mid-anneal predicts at its temperature, not at 1
+        self.register_buffer("temperature", torch.ones(()))
 
     def mixing_weights(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.attention(F.adaptive_avg_pool2d(x, 1).flatten(1))
@@ -109,22 +109,6 @@ class DynamicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o, a = self.conv(x)
         return self.pool(self.act(self.bn(o) + self.shortcut(x))), a
-
-
-def stage_plan(blocks: int, width: int) -> list[tuple[int, bool]]:
-    """(channels, pool after) for each block: up to four stages, later stages longer, width doubling per stage.
-
-    11 blocks at width 32: 32 32 | 64 64 64 | 128 128 128 | 256 256 256, pooling after blocks 2, 5 and 8.
-    """
-    stages = min(4, blocks)
-    sizes = [blocks // stages] * stages
-    for i in range(blocks % stages):
-        sizes[stages - 1 - i] += 1
-    plan = []
-    for s, size in enumerate(sizes):
-        for j in range(size):
-            plan.append((width * 2**s, j == size - 1 and s < stages - 1))
-    return plan
 
 
 class DynamicConvNet(nn.Module):
@@ -177,6 +161,17 @@ class DynamicConvNet(nn.Module):
             if isinstance(module, DynamicConv2d):
                 module.temperature.fill_(value)
 
+    def load_weights(self, state: dict[str, torch.Tensor], temperature: float = 1.0) -> None:
+        """load_state_dict, also for checkpoints saved before the temperature was part of the state: their
+        blocks get `temperature` (which such checkpoints stored beside the weights)."""
+        self.load_state_dict(with_temperature(state, temperature, len(self.blocks)))
+
+
+def with_temperature(state: dict[str, torch.Tensor], temperature: float, blocks: int) -> dict[str, torch.Tensor]:
+    """`state` with each block's attention temperature, added where an older checkpoint lacks it."""
+    missing = {f"blocks.{i}.conv.temperature" for i in range(blocks)} - set(state)
+    return {**state, **{key: torch.tensor(float(temperature)) for key in missing}}
+
 
 def init_weights(model: nn.Module, zero_init_bn: bool = False, seed: int | None = None) -> None:
     """kaiming_normal_ for every convolution kernel and linear layer, zero biases; optionally zero the
@@ -195,39 +190,12 @@ def init_weights(model: nn.Module, zero_init_bn: bool = False, seed: int | None 
 
 
 def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> DynamicConvNet:
-    """The network a config describes, initialised from the config's seed, on `device`."""
+    """The network a config describes, initialised from the config's seed, on `device`. A config that
+    validation refuses (a network past the parameter budget, say) is refused here too, before allocating."""
+    config.check()
     model = DynamicConvNet(config.blocks, config.k, config.width, config.impl)
     init_weights(model, config.zero_init_bn, seed=config.seed)
     return model.to(device)
-
-
-@dataclass
-class ModelSummary:
-    params: int
-    macs: int  # multiply-adds per 32x32 image, counting the K convolutions of each block as K convolutions
-    blocks: list[dict]  # per block: block, in, out, resolution, pool, params, macs
-
-    def describe(self) -> str:
-        return f"{self.params / 1e6:.2f} M parameters, {self.macs / 1e6:.1f} M multiply-adds per image"
-
-
-def summarize_shape(blocks: int, k: int, width: int, num_classes: int = 10) -> ModelSummary:
-    """Parameters and multiply-adds per image of the network with these three numbers, counted from the
-    architecture alone (no model is built: a page can ask about a 2-billion-parameter slider setting)."""
-    rows, c_in, side = [], 3, 32
-    for c_out, pool in stage_plan(blocks, width):
-        pixels = side * side
-        params = k * c_out * c_in * 9 + (c_in * k + k) + 2 * c_out  # kernels, attention Linear, BatchNorm
-        macs = k * c_out * c_in * 9 * pixels + c_in * k + k * c_out * pixels  # K convolutions, attention, mixing
-        if c_in != c_out:  # the 1x1 conv + BatchNorm shortcut
-            params += c_in * c_out + 2 * c_out
-            macs += c_in * c_out * pixels
-        rows.append({"block": len(rows) + 1, "in": c_in, "out": c_out, "resolution": f"{side}x{side}",
-                     "pool": pool, "params": params, "macs": macs})
-        c_in, side = c_out, side // 2 if pool else side
-    params = sum(r["params"] for r in rows) + c_in * num_classes + num_classes
-    macs = sum(r["macs"] for r in rows) + c_in * num_classes
-    return ModelSummary(params, macs, rows)
 
 
 def summarize(model: DynamicConvNet) -> ModelSummary:

@@ -8,8 +8,9 @@ names the file and the problem. Whatever decodes is made into a 32x32 RGB uint8 
 expects: the EXIF orientation applied, the first frame of an animation, 16-bit samples scaled (not
 clipped), transparency over white, and only then RGB.
 
-`predict_images` runs the model on such images and returns the class probabilities together with each
-block's mixing weights a (B, K): the dynamic-convolution network's own view of an image.
+`predict_images` runs the model on such images and returns the class probabilities (with the run's flip
+test-time augmentation, as its evaluation) together with each block's mixing weights a (B, K): the
+dynamic-convolution network's own view of an image.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from PIL import Image, ImageOps
 
 from cifar_app.data import CLASSES, normalize
+from cifar_app.evaluate import flip_averaged
 from cifar_app.model import DynamicConvNet
 
 # Pillow's decoder names. (A phone's MPO file, a JPEG with extra preview frames, opens through JPEG.)
@@ -36,6 +38,10 @@ SIDE = 32
 FITS = ("crop", "pad", "squash")
 # Large JPEGs decode at a reduced DCT scale no smaller than this: faster, and far less memory.
 DRAFT_SIZE = (512, 512)
+# The page shows each upload with its longer side this many pixels; a strip thinner than MIN_DISPLAY_SIDE at
+# that scale (a 4000 x 10 banner would be under one pixel) is widened to it so that it can be seen at all.
+DISPLAY_SIDE = 160
+MIN_DISPLAY_SIDE = 8
 ORIENTATION_TAG = 0x0112
 
 
@@ -48,7 +54,7 @@ class PreparedImage:
     """An upload made ready for the model."""
 
     name: str
-    original: Image.Image  # RGB, orientation applied (reduced for display when large)
+    display: Image.Image  # orientation applied, sized to be shown as it is (display_image)
     image: torch.Tensor  # (3, 32, 32) uint8: exactly what the model gets
     size: tuple[int, int]  # width, height of the file as stored
     format: str
@@ -77,8 +83,17 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     return img
 
 
+def _scaled(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    # BOX averages every source pixel (antialiased), like shrinking a photo should
+    return img.resize(size, Image.BOX if img.width >= size[0] and img.height >= size[1] else Image.BICUBIC)
+
+
 def to_square(img: Image.Image, fit: str = "crop", side: int = SIDE) -> Image.Image:
-    """`side` x `side`: the centre square (crop), the whole image on a black square (pad), or stretched."""
+    """`side` x `side`: the centre square (crop), the whole image on a black square (pad), or stretched.
+
+    pad scales the image into the square before adding the bars (a 40000 x 1 strip padded first would be a
+    40000 x 40000 canvas), and keeps at least one row or column of it, so a thin strip stays visible.
+    """
     if fit not in FITS:
         raise ValueError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}")
     w, h = img.size
@@ -88,11 +103,27 @@ def to_square(img: Image.Image, fit: str = "crop", side: int = SIDE) -> Image.Im
         img = img.crop((left, top, left + s, top + s))
     elif fit == "pad" and w != h:
         s = max(w, h)
-        square = Image.new("RGB", (s, s))
-        square.paste(img, ((s - w) // 2, (s - h) // 2))
-        img = square
-    # BOX averages every source pixel (antialiased), like shrinking a photo should
-    return img.resize((side, side), Image.BOX if min(img.size) >= side else Image.BICUBIC)
+        inner = (max(1, round(w * side / s)), max(1, round(h * side / s)))
+        square = Image.new("RGB", (side, side))
+        square.paste(_scaled(img, inner), ((side - inner[0]) // 2, (side - inner[1]) // 2))
+        return square
+    return _scaled(img, (side, side))
+
+
+def display_image(img: Image.Image, side: int = DISPLAY_SIDE, min_side: int = MIN_DISPLAY_SIDE) -> Image.Image:
+    """The image as the page shows it, whatever its shape (1 x N included): the longer side `side` pixels
+    (enlarged pixel by pixel when smaller, averaged when larger), the shorter in proportion but at least
+    `min_side`. A portrait image is centred on a clear canvas `side` wide, so every image shown is as wide
+    as the others and its caption has room (under an 8-pixel-wide strip it would wrap letter by letter)."""
+    w, h = img.size
+    scale = side / max(w, h)
+    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+    shown = img.resize(size, Image.NEAREST if scale >= 1 else Image.BOX)
+    if size[0] >= side:
+        return shown
+    canvas = Image.new("RGBA", (side, size[1]), (0, 0, 0, 0))
+    canvas.paste(shown, ((side - size[0]) // 2, 0))
+    return canvas
 
 
 def prepare_upload(
@@ -134,11 +165,9 @@ def prepare_upload(
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         # truncated data, broken chunks, impossible headers: Pillow raises all of these
         raise UploadError(f"{name} could not be decoded: {str(error) or type(error).__name__}.") from error
-    original = rgb.copy()
-    original.thumbnail((256, 256))
     square = to_square(rgb, fit)
     tensor = torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-    return PreparedImage(name, original, tensor, size, fmt, notes)
+    return PreparedImage(name, display_image(rgb), tensor, size, fmt, notes)
 
 
 @dataclass
@@ -166,14 +195,23 @@ class ImagePredictions:
 @torch.no_grad()
 def predict_images(
     model: DynamicConvNet, images: torch.Tensor, device: torch.device | str = "cpu",
-    classes: tuple[str, ...] = CLASSES,
+    classes: tuple[str, ...] = CLASSES, tta_flip: bool = False,
 ) -> ImagePredictions:
-    """Probabilities and per-block attention for uint8 (B, 3, 32, 32) images, in eval mode."""
+    """Probabilities and per-block attention for uint8 (B, 3, 32, 32) images, in eval mode.
+
+    With `tta_flip` (pass the run's config.tta_flip) the probabilities are those its evaluation computes, the
+    softmax of the mean logits of each image and its mirror image, so an image gets the same answer here as on
+    the Evaluate page; the attention stays the image's own.
+    """
     was_training = model.training
     model.eval()
     try:
-        logits, attention = model.forward_with_attention(normalize(images.to(device)))
+        x = normalize(images.to(device))
+        logits, attention = model.forward_with_attention(x)
+        logits = logits.float()
+        if tta_flip:
+            logits = flip_averaged(model, x, logits)
     finally:
         model.train(was_training)
-    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    probs = torch.softmax(logits, dim=1).cpu().numpy()
     return ImagePredictions(probs, [a.float().cpu().numpy() for a in attention], tuple(classes))

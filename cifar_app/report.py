@@ -10,13 +10,13 @@ from typing import Any
 
 from cifar_app.config import matching_preset
 from cifar_app.runs import Run, RunStore
-from cifar_app.train import best_epoch, events_from_rows, final_epoch, selection
+from cifar_app.events import best_epoch, final_epoch, records_from_rows, selection
 
 
 def run_row(run: Run) -> dict[str, Any]:
     """Name, status, key hyperparameters and figures of one run; accuracies in percent, None when unknown."""
     config, record, meta, rows = run.config(), run.config_record(), run.meta(), run.metrics()
-    history = events_from_rows(rows, config.epochs)
+    history = records_from_rows(rows, config.epochs)
     best, final = best_epoch(history), final_epoch(history)
     origin = run.parent()
     return {

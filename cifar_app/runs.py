@@ -9,11 +9,14 @@
 
 Every write goes to a temporary file in the same folder and then `os.replace`s the old one, so a crash at
 any moment leaves either the old or the new file, never half of one. A run whose process died while it
-was `running` shows as `interrupted` (its pid is gone, or its heartbeat went quiet on another host).
+was `running` shows as `interrupted`: its process is gone (on this host: no such pid, or a pid reused by
+another process since, told apart by the process's start time), or its heartbeat went quiet. meta.json is
+rewritten under a lock, so the heartbeat of a training process never undoes a rename made meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -22,19 +25,23 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+try:
+    import fcntl
+except ImportError:  # not POSIX: meta.json updates go unlocked
+    fcntl = None
 
 from cifar_app.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from cifar_app.config import TrainConfig
+from cifar_app.events import METRIC_FIELDS
 
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
-METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds", "images_per_s")
-HEARTBEAT_S = 5.0  # a run on another process shows its progress about this often
-# A running run on another host whose heartbeat is this old is taken for dead.
+HEARTBEAT_S = 5.0  # a training run rewrites its meta.json about this often (batches and evaluation alike)
+# A running run whose heartbeat is this old is taken for dead, whatever its pid says.
 STALE_AFTER_S = 600.0
 
 
@@ -50,6 +57,16 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks since boot (Linux's /proc/<pid>/stat field 22); None where
+    that cannot be read. A pid reused by a later process has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _number(text: str) -> float | int | None:
@@ -82,10 +99,35 @@ class Run:
         except (OSError, ValueError):
             return {}
 
+    @contextlib.contextmanager
+    def _meta_lock(self) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
+        with open(self.path / ".meta.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def update_meta(self, **changes: Any) -> dict[str, Any]:
-        meta = {**self.meta(), **changes, "updated": time.time()}
-        atomic_write_json(self.path / "meta.json", meta)
+        """Merge `changes` into meta.json: read, change and write under a lock, so that two writers (the
+        training heartbeat, a rename from the dashboard) never lose each other's change."""
+        with self._meta_lock():
+            meta = {**self.meta(), **changes, "updated": time.time()}
+            atomic_write_json(self.path / "meta.json", meta)
         return meta
+
+    def claim(self, **changes: Any) -> None:
+        """Mark the run as training in this process (a new run, or a resumed one)."""
+        pid = os.getpid()
+        self.update_meta(status="running", reason="", pid=pid, pid_start=process_start(pid),
+                         host=socket.gethostname(), **changes)
+
+    def heartbeat(self, **changes: Any) -> None:
+        """The training process is alive (and, in `changes`, where it is)."""
+        self.update_meta(heartbeat=time.time(), **changes)
 
     @property
     def name(self) -> str:
@@ -97,9 +139,16 @@ class Run:
         status = meta.get("status", "interrupted")
         if status != "running":
             return status
+        if time.time() - float(meta.get("heartbeat", meta.get("updated", 0))) >= STALE_AFTER_S:
+            return "interrupted"
         if meta.get("host") == socket.gethostname():
-            return "running" if _pid_alive(int(meta.get("pid", -1))) else "interrupted"
-        return "running" if time.time() - float(meta.get("updated", 0)) < STALE_AFTER_S else "interrupted"
+            pid = int(meta.get("pid", -1))
+            if not _pid_alive(pid):
+                return "interrupted"
+            started = process_start(pid)
+            if meta.get("pid_start") and started is not None and started != meta["pid_start"]:
+                return "interrupted"  # the pid now belongs to another process (e.g. after a container restart)
+        return "running"
 
     def is_elsewhere(self) -> bool:
         """True when the run's process is not this one (another terminal, another host)."""
@@ -174,9 +223,10 @@ class Run:
     def save_checkpoint(self, payload: dict[str, Any], which: str = "last") -> None:
         atomic_torch_save(payload, self.checkpoint_path(which))
 
-    def load_checkpoint(self, which: str = "last", map_location: str | torch.device = "cpu",
-                        mmap: bool = False) -> dict[str, Any]:
+    def load_checkpoint(self, which: str = "last", map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
         """The saved dict; `mmap=True` maps the file instead of reading it (cheap when only the epoch is wanted)."""
+        import torch  # here, not at the top: reading the run store's tables needs no torch
+
         return torch.load(self.checkpoint_path(which), map_location=map_location, weights_only=True, mmap=mmap)
 
 
@@ -200,10 +250,8 @@ class RunStore:
                 continue
         run = Run(path)
         atomic_write_json(path / "config.json", {"config": config.to_dict(), **record})
-        run.update_meta(
-            name=name or config.name or path.name, status="running", reason="", pid=os.getpid(),
-            host=socket.gethostname(), started=time.time(),
-        )
+        run.update_meta(name=name or config.name or path.name, started=time.time())
+        run.claim(heartbeat=time.time())
         return run
 
     def runs(self) -> list[Run]:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues 6 and 7 in one go (the device tool lends a GPU for minutes, not hours):
-#   1. the benchmark (coursework's way vs the project's path) for the seed, quick and best presets;
-#   2. the seed preset, 25 epochs, alone on the GPU (timed), then scripts/seed_gap_check.py on it;
-#   3. the best preset, 25 epochs, alone (timed);
-#   4. the ablation: best minus each ingredient, four runs at a time on the one GPU (accuracy; their times
+# The GPU queue (issue 15) in one go, most important first, so a run cut short still answers the first
+# questions (the device tool lends a GPU for minutes, not hours):
+#   1. calibration: airbench94 (the PyPI package, carried in as .device/airbench-*.tar.gz) on the same data;
+#   2. the best preset, 25 epochs, alone on the GPU (timed);
+#   3. the seed preset at each width in SEED_WIDTHS, 25 epochs, alone (timed), then scripts/seed_gap_check.py;
+#   4. the benchmark (coursework's way vs the project's path) with a torch.profiler table of one seed step;
+#   5. the ablation: best minus each ingredient, several runs at a time on the one GPU (accuracy; their times
 #      are not comparable with 2 and 3 because they share the card).
 # Logs and per-epoch metrics land in $OUT (default ./artifacts/gpu) as two archives, refreshed as the script
 # goes, so a run cut short still brings back what finished. DRY=1 runs the whole script on a tiny
@@ -16,8 +18,10 @@ RUNS=${RUNS:-/tmp/gpu-runs}
 LOGS=${LOGS:-/tmp/gpu-logs}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$LOGS" "$RUNS" data
-PHASES=${PHASES:-"bench seed best ablations"}
+PHASES=${PHASES:-"airbench best seed bench ablations"}
 BENCH_PRESETS=${BENCH_PRESETS:-"seed quick best"}
+SEED_WIDTHS=${SEED_WIDTHS:-"32 64"}  # the seed preset's own width first (see docs/fidelity.md)
+AIRBENCH=${AIRBENCH:-$(ls .device/airbench-*.tar.gz 2>/dev/null | head -1)}
 EXTRA=()
 BENCH=(--batches 30)
 PARALLEL=8
@@ -39,32 +43,42 @@ $PY -m cifar_app.data --data-dir data 2>&1 | tee "$LOGS/data.log"
 echo "$(stamp) data ready" | tee -a "$LOGS/timeline.txt"
 
 has() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
-if has bench; then
-  # shellcheck disable=SC2086
-  $PY -m cifar_app.bench --preset $BENCH_PRESETS --data-dir data "${BENCH[@]}" 2>&1 | tee "$LOGS/bench.log"
-  # a CUDA graph that does not make the eager updates must not train anything: fall back to eager
-  grep -q "CUDA graph vs eager.*MISMATCH" "$LOGS/bench.log" && EXTRA+=(--no-cuda-graphs)
-  echo "$(stamp) bench done ${EXTRA[*]}" | tee -a "$LOGS/timeline.txt"
-fi
-
 train() {  # name, then options
   local name=$1; shift
   /usr/bin/time -f "wall %e s" $PY -m cifar_app.train --data-dir data --runs-dir "$RUNS" --name "$name" --quiet "$@" "${EXTRA[@]}" \
     > "$LOGS/$name.log" 2>&1
 }
 bundle
-if has seed; then
-  train seed --preset seed
-  echo "$(stamp) seed done" | tee -a "$LOGS/timeline.txt"
-  tail -n 6 "$LOGS/seed.log"
-  # where the seed loses its test accuracy: BatchNorm statistics, the train/test gap, attention saturation
-  PYTHONPATH=. $PY scripts/seed_gap_check.py "$RUNS" seed --data-dir data 2>&1 | tee "$LOGS/seed-gap.log"
+if has airbench; then
+  if [ "${DRY:-0}" = 1 ] || [ -z "$AIRBENCH" ]; then  # airbench needs CUDA: the CPU checks the adapter only
+    $PY scripts/airbench_calibration.py --data-dir data --prepare-only 2>&1 | tee "$LOGS/airbench.log"
+  else
+    mkdir -p /tmp/airbench-pkg && tar -xzf "$AIRBENCH" -C /tmp/airbench-pkg --strip-components=1
+    PYTHONPATH=/tmp/airbench-pkg $PY scripts/airbench_calibration.py --data-dir data --runs 5 2>&1 | tee "$LOGS/airbench.log"
+  fi
+  echo "$(stamp) airbench done" | tee -a "$LOGS/timeline.txt"
   bundle
 fi
 if has best; then
   train best --preset best
   echo "$(stamp) best done" | tee -a "$LOGS/timeline.txt"
   tail -n 6 "$LOGS/best.log"
+  bundle
+fi
+if has seed; then
+  for width in $SEED_WIDTHS; do
+    train "seed-w$width" --preset seed --width "$width"
+    echo "$(stamp) seed width $width done" | tee -a "$LOGS/timeline.txt"
+    tail -n 6 "$LOGS/seed-w$width.log"
+    # where the seed loses its test accuracy: BatchNorm statistics, the train/test gap, attention saturation
+    PYTHONPATH=. $PY scripts/seed_gap_check.py "$RUNS" "seed-w$width" --data-dir data 2>&1 | tee "$LOGS/seed-gap-w$width.log"
+    bundle
+  done
+fi
+if has bench; then
+  # shellcheck disable=SC2086
+  $PY -m cifar_app.bench --preset $BENCH_PRESETS --data-dir data --profile "${BENCH[@]}" 2>&1 | tee "$LOGS/bench.log"
+  echo "$(stamp) bench done" | tee -a "$LOGS/timeline.txt"
   bundle
 fi
 has ablations || { $PY -m cifar_app.report "$RUNS" 2>&1 | tee "$LOGS/summary.txt"; bundle; exit 0; }

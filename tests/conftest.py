@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -18,6 +19,11 @@ from cifar_app.config import TrainConfig  # noqa: E402
 from cifar_app.data import CLASSES, Cifar10  # noqa: E402
 
 OFFLINE_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+# The tests' networks are tiny: a second thread gains them nothing, and on a loaded 2-core machine torch's
+# threads spin against each other and against the app processes the browser tests start.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same for the CLI processes the tests start
 
 
 def make_images(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,3 +119,17 @@ def tiny_binary_release(monkeypatch) -> dict[str, tuple[int, str]]:
                for name, content in binary_files().items()}
     monkeypatch.setattr(data, "BINARY_RELEASE", release)
     return release
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    """A finished tiny run (3 epochs, flip TTA) in a run store of the test's own: a copy of the one run trained
+    once per test session (explore_helpers.trained_runs_dir), so a test may rename, delete or export it."""
+    import shutil
+
+    from cifar_app.runs import RunStore
+    from explore_helpers import trained_runs_dir
+
+    shutil.copytree(trained_runs_dir(), tmp_path / "runs")
+    (run,) = RunStore(tmp_path / "runs").runs()
+    return run

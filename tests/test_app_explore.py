@@ -1,5 +1,7 @@
-"""The Samples, Evaluate and Predict pages in Streamlit's AppTest, each run on its own, with tiny data on disk
+"""The Samples, Evaluate and Predict pages in Streamlit's AppTest, each opened in the app, with tiny data on disk
 and a tiny trained run (or with neither, when they must say how to get them)."""
+
+import pickle
 
 import pytest
 import streamlit as st
@@ -51,13 +53,20 @@ def no_runs(tmp_path, monkeypatch):
 
 
 def engine_predictions(run):
+    """The test split's probabilities, computed as the run's own evaluation does (with its flip TTA)."""
     loaded = load_run_model(run, "best")
+    assert loaded.config.tta_flip
     data = tiny_cifar()
-    return evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
+    return evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"), tta_flip=True)
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
 
 
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT).run()
+    """The app opened on one page, as its link does (the page's URL path is its file name)."""
+    at = app().switch_page(f"app_pages/{name}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -65,6 +74,11 @@ def page(name: str) -> AppTest:
 def text_of(at: AppTest) -> str:
     parts = [e.value for kind in ("markdown", "info", "error", "caption", "warning") for e in getattr(at, kind)]
     return "\n".join(str(p) for p in parts)
+
+
+def gallery_captions(at: AppTest, gallery: str) -> list[str]:
+    """The captions of an image gallery (ui.image_view): the labels of the buttons that open each image."""
+    return [b.label for b in at.button if b.key and b.key.startswith(gallery + "_")]
 
 
 def captions(at: AppTest) -> list[list[str]]:
@@ -108,8 +122,8 @@ def test_samples_without_data_says_how_to_get_it(no_data):
 def test_the_pages_read_the_data_folder_chosen_in_the_sidebar(no_data, tmp_path):
     elsewhere = tmp_path / "my-copy"
     write_batches(elsewhere)
-    at = AppTest.from_file(str(ROOT / "app_pages" / "samples.py"), default_timeout=TIMEOUT)
-    at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box sets
+    at = app().switch_page("app_pages/samples.py")
+    at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box holds
     at.run()
     assert not at.exception and "No CIFAR-10 here yet" not in text_of(at)
     assert str(elsewhere) in text_of(at)  # the caption names the copy it reads
@@ -137,7 +151,7 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
         cell = evaluate.select(preds, evaluate.CLASSES.index(true), evaluate.CLASSES.index(predicted))
         verb = "classified correctly" if true == predicted else f"predicted as **{predicted}**"
         assert f"**{len(cell)}** test images of **{true}** {verb}" in text_of(at)
-        shown = captions(at)[0] if len(cell) else []
+        shown = gallery_captions(at, "evaluate_cell_gallery")
         assert [c.split(" · ")[0] for c in shown] == [f"#{i}" for i in cell["index"][:24]]
 
     at.radio(key="evaluate_normalized").set_value("share of the true class").run()
@@ -146,10 +160,18 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
     at.selectbox(key="evaluate_mistake_true").set_value(pair["true"]).run()
     wrong = evaluate.mistakes(preds, true=evaluate.CLASSES.index(pair["true"]))
     assert f"**{len(wrong)}** mistakes" in text_of(at)
-    mistake_captions = captions(at)[-1]
+    mistake_captions = gallery_captions(at, "evaluate_mistakes_gallery")
     assert len(mistake_captions) == min(24, len(wrong))
     assert all(c.startswith(f"{pair['true']} → ") and c.count("·") == 2 for c in mistake_captions)
     assert at.get("download_button")
+
+    # every image opens the one image view: large, its label, the model's top classes and the run's record
+    first = wrong.iloc[0]
+    next(b for b in at.button if b.key and b.key.startswith("evaluate_mistakes_gallery_")).click().run()
+    assert f"**test image #{first['index']}** · labelled **{first['true']}**" in text_of(at)
+    # the same answer as Evaluate's (the run's flip TTA included)
+    assert f"The model says **{first['predicted']}** ({first['confidence']:.0%}," in text_of(at)
+    assert "probability at each epoch" in text_of(at)
 
 
 def test_evaluate_predicts_the_test_set_once_per_model(data_dir, runs_dir, monkeypatch):
@@ -215,11 +237,93 @@ def test_predict_answers_each_upload_and_gives_bad_files_their_own_message(no_da
     assert not at.exception
 
 
+STRIPS = [(4000, 10), (10, 4000), (1, 300), (300, 1), (1, 1)]
+
+
+def strips():
+    return [(f"strip-{w}x{h}.png", encode(Image.new("RGB", (w, h), (200, 40, 40)), "PNG"), "image/png")
+            for w, h in STRIPS]
+
+
+@pytest.mark.parametrize("fit", ["crop", "pad", "squash"])
+def test_predict_gives_every_shape_its_own_card(no_data, runs_dir, fit):
+    at = page("predict")
+    at.radio(key="predict_fit").set_value(fit)
+    files = [strips()[0], ("notes.png", b"not an image", "image/png"), *strips()[1:], bad_and_good_files()[0]]
+    at.file_uploader(key="predict_files").set_value(files).run()
+    assert not at.exception
+    answers = [m.value.split("**")[1] for m in at.markdown if " → **" in m.value]
+    assert answers == [name for name, _, _ in files if name != "notes.png"]
+    assert [e.value for e in at.error] == [f"notes.png is not a PNG, JPEG, WebP, BMP or GIF image (or it is damaged "
+                                           "beyond reading)."]
+    shown = [c for image in at.image for c in image.captions if c.startswith("as uploaded")]
+    assert shown[:len(STRIPS)] == [f"as uploaded, {w} x {h}" for w, h in STRIPS]
+
+
+def test_one_cards_failure_leaves_the_others_their_cards(no_data, runs_dir, monkeypatch):
+    from cifar_app import charts
+
+    real, calls = charts.attention_chart, []
+
+    def second_fails(weights):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a chart bug")
+        return real(weights)
+
+    monkeypatch.setattr(charts, "attention_chart", second_fails)
+    at = page("predict")
+    files = strips()[:3]
+    at.file_uploader(key="predict_files").set_value(files).run()
+    assert not at.exception
+    assert [m.value.split("**")[1] for m in at.markdown if " → **" in m.value] == [name for name, _, _ in files]
+    (error,) = at.error
+    assert error.value.startswith(f"{files[1][0]} could not be shown") and "a chart bug" in error.value
+
+
 def test_predict_a_random_test_image_shows_its_true_label(data_dir, runs_dir):
     at = page("predict")
     at.button(key="predict_random").click().run()
     answer = next(m.value for m in at.markdown if m.value.startswith("**test image #"))
     assert "correct" in answer or "it is a" in answer
+    assert at.image[0].captions == ["test image, 32 x 32"]  # it was never uploaded
+
+
+@pytest.fixture
+def mislabelled_data_dir(data_dir):
+    """The tiny data with every test label moved on by one class, so the model's answers are wrong."""
+    path = data_dir / "cifar-10-batches-py" / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    batch[b"labels"] = [(label + 1) % 10 for label in batch[b"labels"]]
+    path.write_bytes(pickle.dumps(batch))
+    return data_dir
+
+
+@pytest.mark.parametrize("true, words", [("airplane", "it is an airplane"), ("cat", "it is a cat")])
+def test_a_wrong_answer_names_the_true_class_in_words(mislabelled_data_dir, runs_dir, true, words):
+    preds = engine_predictions(RunStore(runs_dir).runs()[0])
+    label = evaluate.CLASSES.index(true)
+    index = next(i for i in range(len(preds)) if (preds.labels[i] + 1) % 10 == label != preds.predicted[i])
+    at = page("predict")
+    at.session_state["predict_random_index"] = index  # what "Try a random test image" sets
+    at.run()
+    answer = next(m.value for m in at.markdown if m.value.startswith(f"**test image #{index}**"))
+    assert answer.endswith(f"✗ ({words})")
+
+
+def test_predict_gives_a_test_image_the_answer_evaluate_gives_it(data_dir, runs_dir):
+    run = RunStore(runs_dir).runs()[0]
+    preds = engine_predictions(run)
+    loaded = load_run_model(run, "best")
+    data = tiny_cifar()
+    without_flip = evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
+    # an image whose shown answer differs when the flip is left out
+    index = next(i for i in range(len(preds)) if f"{preds.confidence[i]:.1%}" != f"{without_flip.confidence[i]:.1%}")
+    at = page("predict")
+    at.session_state["predict_random_index"] = index
+    at.run()
+    answer = next(m.value for m in at.markdown if m.value.startswith(f"**test image #{index}**"))
+    assert f"→ **{evaluate.CLASSES[preds.predicted[index]]}** ({preds.confidence[index]:.1%})" in answer
 
 
 def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):

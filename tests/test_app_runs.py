@@ -22,9 +22,10 @@ from streamlit.testing.v1 import AppTest
 from cifar_app import bench
 from cifar_app.data import CLASSES
 from cifar_app.runs import RunStore
-from cifar_app.train import EpochEvent, train
+from cifar_app.events import EpochEvent
+from cifar_app.train import train
 from conftest import ROOT, tiny_cifar, tiny_config, write_batches
-from app_pages import common
+from ui import common
 
 TIMEOUT = 60
 
@@ -45,16 +46,21 @@ def env(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
+RUNS, TRAIN, EVALUATE = "app_pages/runs.py", "app_pages/train.py", "app_pages/evaluate.py"
+
+
 def runs_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT).run()
-    return at.switch_page("app_pages/runs.py").run()
+    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT).switch_page(RUNS).run()
 
 
-def rerun(at: AppTest) -> AppTest:
-    """Run again on the page the last run finished on, as a browser does: after the page's own
-    st.switch_page too (AppTest would otherwise return to the page its switch_page named)."""
-    at._page_hash = ""
-    return at.run()
+def rerun(at: AppTest, page: str = RUNS) -> AppTest:
+    """Run again on `page`, the page the browser shows. AppTest's run() goes back to the page that the last
+    `at.switch_page` named, so a test names the page again after the app's own st.switch_page opened another."""
+    return at.switch_page(page).run()
+
+
+def page_title(at: AppTest) -> str:
+    return at.title[0].value
 
 
 def texts(at: AppTest) -> str:
@@ -106,6 +112,19 @@ def test_the_page_compares_two_runs_and_shows_what_differs(env):
     assert "Pick a second run" in texts(at) and not at.table
 
 
+def test_the_table_shows_a_few_columns_and_blanks_for_figures_not_known_yet(env):
+    env.create(tiny_config(name="no epoch yet"), {"device": "cpu"}, name="no epoch yet")
+    at = runs_page()
+    table = at.dataframe[0]
+    config = json.loads(table.proto.columns)
+    shown = [c for c in table.proto.column_order if not config[c].get("hidden")]
+    assert [config[c]["label"] for c in shown] == [
+        "name", "status", "progress", "epochs", "best test", "best epoch", "final test", "time"]
+    assert set(table.value.columns) - set(shown) >= {"lr", "optimizer", "schedule", "started", "id"}  # in the menu
+    assert table.value["best_test_acc"].isna().all()
+    assert table.proto.HasField("placeholder") and table.proto.placeholder == ""  # shown blank, not "None"
+
+
 def test_rename_and_delete_with_confirmation(env):
     fast, slow = two_runs(env)
     at = runs_page()
@@ -141,9 +160,10 @@ def test_an_interrupted_run_resumes_from_the_page_to_its_last_epoch(env):
     assert "Continues from its last checkpoint at epoch 2" in texts(at)
     at.button(key="resume").click()
     rerun(at)  # Resume starts the job and opens the Train page
+    assert page_title(at) == "Train"
     manager = common.job_manager()
     assert manager.wait(TIMEOUT)
-    rerun(at)
+    rerun(at, TRAIN)
     snap = manager.snapshot()
     assert (snap.status, snap.run_id, [e.epoch for e in snap.epochs]) == ("finished", run.id, [1, 2, 3])
     assert "resumed at epoch 2" in texts(at) and "The run finished 3 epochs" in texts(at)
@@ -193,22 +213,23 @@ def test_fork_fills_the_train_form_and_starts_a_branch(env):
     at.radio(key=f"fork_which_{fast.id}").set_value("last")
     at.button(key="fork").click()
     rerun(at)  # the Train page, with the run's hyperparameters and the fork's source
+    assert page_title(at) == "Train"
     assert "Fork of fast" in texts(at) and "after epoch 2" in texts(at)
     assert at.select_slider(key="cfg_lr").value == 3e-3 and at.select_slider(key="cfg_width").value == 8
     assert at.slider(key="cfg_epochs").value == 3 and at.slider(key="cfg_blocks").disabled
     assert at.button(key="start").label == "Start the fork" and not at.button(key="start").disabled
     at.segmented_control(key="preset").set_value("seed")  # a preset fills in all but the network's shape
-    rerun(at)
+    rerun(at, TRAIN)
     assert at.select_slider(key="cfg_width").value == 8 and at.slider(key="cfg_blocks").value == 3
     assert at.select_slider(key="cfg_lr").value == 1e-3 and at.slider(key="cfg_epochs").value == 25
     for key, value in {"epochs": 3, "batch_size": 32, "weight_decay": 0.0}.items():
         (at.slider if key == "epochs" else at.select_slider)(key=f"cfg_{key}").set_value(value)
-    rerun(at)
+    rerun(at, TRAIN)
     at.button(key="start").click()
-    rerun(at)
+    rerun(at, TRAIN)
     manager = common.job_manager()
     assert manager.wait(TIMEOUT)
-    rerun(at)
+    rerun(at, TRAIN)
     snap = manager.snapshot()
     assert snap.status == "finished" and snap.origin == "fork of fast at epoch 2 (last)"
     child = env.get(snap.run_id)
@@ -257,5 +278,5 @@ def test_a_link_with_a_run_opens_evaluate_on_that_run(env):
     at.switch_page("app_pages/evaluate.py").run()
     assert at.selectbox(key="evaluate_model").value == fast.id and not at.exception
     assert "run" not in at.query_params  # picked once: the user may choose another model afterwards
-    rerun(at)
+    rerun(at, EVALUATE)
     assert at.selectbox(key="evaluate_model").value == fast.id

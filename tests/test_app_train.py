@@ -4,7 +4,7 @@ AppTest runs the script in this process, so the job manager the page uses is the
 returns here; the fixture clears Streamlit's caches and stops the job between tests. AppTest does not tick
 `run_every` timers: a test reruns the page itself once the job has moved on (the browser test sees the ticks).
 `rerun` runs the whole app again, from dashboard.py, on the page the previous run finished on, as a browser
-does. (When the pages lived in a pages/ folder, AppTest reran the page file alone without it.)
+does (AppTest's public `run()`; the app's root URL opens the Train page at /train).
 """
 
 import json
@@ -20,8 +20,9 @@ from streamlit.testing.v1 import AppTest
 from cifar_app import bench, jobs
 from cifar_app import data as cifar_data
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
+from cifar_app.shape import summarize_shape
 from conftest import ROOT, write_batches
-from app_pages import common
+from ui import common
 
 TIMEOUT = 60
 TINY = {"blocks": 3, "width": 8, "k": 2, "batch_size": 32, "epochs": 2, "lr": 3e-3}
@@ -50,7 +51,6 @@ def app() -> AppTest:
 
 
 def rerun(at: AppTest) -> AppTest:
-    at._finished_page_script_hash = ""  # start from dashboard.py, which picks the page (see the docstring)
     return at.run()
 
 
@@ -75,17 +75,23 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
-def test_the_dashboard_and_the_train_page_render_at_the_seed_preset(env):
+def test_the_train_page_opens_on_the_preset_this_machine_can_train_and_says_why(env):
     at = app().run()
     assert not at.exception
     values = widget_values(at)
-    seed = preset("seed")
-    assert {name: values[name] for name in HYPERPARAMETERS} == {name: getattr(seed, name) for name in HYPERPARAMETERS}
-    assert at.segmented_control(key="preset").value == "seed"
+    opened = "seed" if torch.cuda.is_available() else "quick"  # 25 seed epochs are many hours on a CPU
+    chosen = preset(opened)
+    assert {name: values[name] for name in HYPERPARAMETERS} == {name: getattr(chosen, name) for name in HYPERPARAMETERS}
+    assert at.segmented_control(key="preset").value == opened
+    assert f"Opened on `{opened}`" in texts(at)
     sidebar = "\n".join(str(e.value) for e in at.sidebar.caption)
     assert "CIFAR-10 ready" in sidebar and "Idle" in sidebar and ("CPU" in sidebar or "GPU" in sidebar)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Parameters"] == "31.31 M" and "min" in metrics["Time per epoch (rough)"]
+    assert metrics["Parameters"] == f"{summarize_shape(chosen.blocks, chosen.k, chosen.width).params / 1e6:.2f} M"
+    assert "min" in metrics["Time per epoch (rough)"]
+    if not torch.cuda.is_available():  # what the device cannot do is not offered
+        assert "cuda" not in at.selectbox(key="cfg_device").options
+        assert not [w for w in at.checkbox if w.key == "cfg_cuda_graphs"]
     assert not at.button(key="start").disabled and at.button(key="stop").disabled
     assert "press **Start training**" in texts(at)
 
@@ -100,8 +106,19 @@ def test_choosing_a_preset_fills_in_its_values(env):
     assert at.segmented_control(key="preset").value is None and "custom" in texts(at)
     at.segmented_control(key="preset").set_value("seed")
     rerun(at)
-    assert widget_values(at)["epochs"] == 25 and widget_values(at)["width"] == 64
+    assert widget_values(at)["epochs"] == 25 and widget_values(at)["width"] == preset("seed").width
     assert not at.exception
+
+
+def test_every_slider_at_its_end_is_refused_without_building_the_network(env, monkeypatch):
+    probed = []
+    monkeypatch.setattr(bench, "measure_images_per_s", lambda config, device, batches=3: probed.append(config) or 1.0)
+    at = set_widgets(app().run(), blocks=30, k=16, width=256)  # 5,968 M parameters
+    assert not at.exception and at.button(key="start").disabled
+    assert "M parameters, more than the 200 M this app trains" in texts(at)
+    assert [c.width for c in probed] == [preset("quick" if not torch.cuda.is_available() else "seed").width]
+    # (the page opened on a preset and timed it; the 5,968 M-parameter network was never built to be timed)
+    assert {m.label: m.value for m in at.metric}["Time per epoch"] == "—"
 
 
 def test_an_impossible_configuration_is_explained_before_start(env):
@@ -126,7 +143,14 @@ def test_start_trains_a_tiny_model_and_the_page_shows_its_epochs(env):
     assert "The run finished 2 epochs" in texts(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Best test accuracy"].endswith("%") and metrics["Final test accuracy"].endswith("%")
-    assert len(at.get("vega_lite_chart")) == 3  # loss, accuracy, running loss
+    specs = [chart.proto.spec for chart in at.get("vega_lite_chart")]
+    assert len(specs) == 4 and any('"Learning rate"' in spec for spec in specs)  # loss, accuracy, running loss, lr
+    rates = [p["lr"] for p in snap.loss_rows()]
+    if snap.config.schedule == "onecycle":  # the form keeps the opening preset's schedule: up to the peak and down
+        assert max(rates) <= TINY["lr"] and rates[-1] < max(rates)
+    at.slider(key="loss_smoothing").set_value(0.0)
+    rerun(at)
+    assert not at.exception and len(at.get("vega_lite_chart")) == 4
     assert at.download_button(key="epochs_csv")
     saved = json.loads((Path(snap.run_path) / "config.json").read_text())["config"]
     assert {k: saved[k] for k in TINY} == TINY and manager.store.get(snap.run_id).status() == "finished"

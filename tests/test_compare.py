@@ -14,8 +14,9 @@ from cifar_app.config import ConfigError
 from cifar_app.jobs import JobManager, NotResumable
 from cifar_app.lineage import branch_epoch, checkpoint_position, fork_problems, fork_warnings
 from cifar_app.report import runs_table
-from cifar_app.runs import RunStore
-from cifar_app.train import EpochEvent, ResumeEvent, train
+from cifar_app.runs import RunStore, process_start
+from cifar_app.events import EpochEvent, ResumeEvent
+from cifar_app.train import train
 from conftest import tiny_config
 
 
@@ -143,7 +144,8 @@ def test_runs_training_in_another_process_are_found_cheaply(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         elsewhere = store.create(tiny_config(epochs=4), {}, name="elsewhere")
-        elsewhere.update_meta(pid=sleeper.pid, progress={"epoch": 2, "batch": 3, "batches": 6})
+        elsewhere.update_meta(pid=sleeper.pid, pid_start=process_start(sleeper.pid),
+                              progress={"epoch": 2, "batch": 3, "batches": 6})
         here = store.create(tiny_config(), {}, name="here")  # this process: the dashboard's own job
         before = store.signature()
         assert {r.name for r in store.running()} == {"elsewhere", "here"}

@@ -10,8 +10,8 @@ import torch
 from cifar_app import charts
 from cifar_app.checkpoints import load_run_model
 from cifar_app.evaluate import (
-    Predictions, accuracy, confusion_frame, confusion_matrix, describe_top, mistakes, most_confused,
-    normalize_rows, per_class_metrics, predict, predict_logits, predictions_csv, select, top_k,
+    Predictions, confusion_frame, confusion_matrix, describe_top, mistakes, most_confused,
+    normalize_rows, per_class_metrics, predict, predictions_csv, select, top_k,
 )
 from cifar_app.runs import RunStore
 from conftest import tiny_cifar
@@ -113,16 +113,19 @@ def test_the_csv_holds_index_labels_and_every_probability(preds):
     assert np.allclose(table[["p_a", "p_b", "p_c"]].sum(axis=1), 1, atol=1e-5)
 
 
-def test_predict_with_a_trained_model_agrees_with_predict_logits():
+def test_predict_scores_a_checkpoint_as_its_training_run_did():
+    """The Evaluate page's figures for a run's best checkpoint (a run with flip TTA) are the ones the training
+    loop recorded at that epoch, and row i is test image i with its own label."""
     run = RunStore(trained_runs_dir()).runs()[0]
     loaded = load_run_model(run, "best")
     data = tiny_cifar()
-    preds = predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"), loaded.classes)
-    logits = predict_logits(loaded.model, data.test_images, torch.device("cpu"))
-    assert preds.probs.shape == (100, 10)
-    assert np.allclose(preds.probs.sum(axis=1), 1, atol=1e-5)
-    assert preds.accuracy == pytest.approx(accuracy(logits, data.test_labels))
+    preds = predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"), loaded.classes,
+                    tta_flip=loaded.config.tta_flip)
+    recorded = {row["epoch"]: row["test_acc"] for row in run.metrics()}
+    assert loaded.config.tta_flip and preds.accuracy == pytest.approx(recorded[loaded.epoch])
     assert preds.accuracy > 30  # the tiny run learned something (chance is 10%)
+    assert preds.probs.shape == (100, 10) and np.allclose(preds.probs.sum(axis=1), 1, atol=1e-5)
+    assert (preds.labels == data.test_labels.numpy()).all()
     assert confusion_matrix(preds.labels, preds.predicted).sum() == 100
 
 
@@ -130,8 +133,16 @@ def test_evaluation_charts_build_from_the_frames(preds):
     classes = list(CLASSES3)
     heat = charts.confusion_chart(confusion_frame(preds), classes).to_dict()
     assert heat["params"][0]["name"] == charts.CONFUSION_SELECTION
-    assert charts.confusion_chart(confusion_frame(preds), classes, normalized=True).to_dict()
-    assert charts.per_class_chart(per_class_metrics(LABELS, PREDICTED, CLASSES3), classes).to_dict()
+    assert heat["layer"][1]["encoding"]["text"] == {"field": "count", "type": "quantitative", "format": "d"}
+    shares = charts.confusion_chart(confusion_frame(preds), classes, normalized=True).to_dict()
+    assert shares["layer"][0]["encoding"]["color"]["field"] == "share"  # shades and numbers: shares of the row
+    assert shares["layer"][1]["encoding"]["text"]["field"] == "share"
+    assert shares["layer"][0]["encoding"]["y"]["sort"] == classes  # the dataset's order, as the tables beside it
+    bars = charts.per_class_chart(per_class_metrics(LABELS, PREDICTED, CLASSES3), classes).to_dict()
+    drawn = pd.DataFrame(bars["datasets"][bars["data"]["name"]])
+    assert len(drawn) == 9 and set(drawn["metric"]) == {"precision", "recall", "f1"}  # 3 bars for each class
+    assert drawn.set_index(["class", "metric"]).loc[("a", "recall"), "percent"] == pytest.approx(50)  # 1 of 2 a's
+    assert bars["encoding"]["y"]["scale"]["domain"] == [0, 100]
     counts = pd.DataFrame({"split": ["train"] * 3, "class": classes, "count": [5, 6, 7]})
     assert charts.class_balance_chart(counts, classes).to_dict()["mark"]["type"] == "bar"
     top = pd.DataFrame({"class": ["b", "a"], "probability": [0.7, 0.2]})

@@ -11,7 +11,7 @@ from cifar_app.config import ConfigError
 from cifar_app.data import DataNotFound
 from cifar_app.jobs import JobBusy, JobManager
 from cifar_app.runs import RunStore
-from conftest import tiny_config
+from conftest import tiny_cifar, tiny_config
 
 
 @pytest.fixture
@@ -129,3 +129,23 @@ def test_failures_in_the_thread_end_the_job_with_a_reason(manager, tiny_data, mo
     assert manager.wait(10)
     assert manager.snapshot().status == "failed"
     assert manager.snapshot().reason == "RuntimeError: the GPU caught fire"
+
+
+def test_the_snapshot_shows_the_evaluation_and_stop_interrupts_it(manager):
+    data = tiny_cifar(test_per_class=110)  # two evaluation batches
+    seen = []
+    original = manager._on_event
+
+    def on_event(job, event):  # the user presses Stop while the page shows the test pass
+        original(job, event)
+        snap = manager.snapshot()
+        if snap.evaluating is not None and snap.evaluating.done < snap.evaluating.total:
+            seen.append((snap.evaluating.split, snap.evaluating.done, snap.message))
+            manager.stop()
+
+    manager._on_event = on_event
+    manager.start(tiny_config(epochs=3), data=data)
+    assert manager.wait(60)
+    snap = manager.snapshot()
+    assert seen[0] == ("test", 1000, "Evaluating epoch 1 of 3 on the test images")
+    assert snap.status == "stopped" and "while evaluating epoch 1" in snap.reason and snap.epochs == []

@@ -5,9 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
+from cifar_app import evaluate
 from cifar_app.checkpoints import load_run_model
-from cifar_app.predict import MAX_PIXELS, UploadError, predict_images, prepare_upload, to_square
+from cifar_app.predict import (
+    DISPLAY_SIDE, MAX_PIXELS, MIN_DISPLAY_SIDE, UploadError, display_image, predict_images, prepare_upload, to_square,
+)
 from cifar_app.runs import RunStore
+from conftest import tiny_cifar
 from explore_helpers import encode, png_header_only, striped, trained_runs_dir
 
 
@@ -132,7 +136,10 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6
     prepared = prepare_upload(encode(striped(64, 32), "JPEG", exif=exif, quality=95), "phone.jpg")
     seen = pixels(prepared).astype(int)
-    assert prepared.size == (64, 32) and prepared.original.size == (32, 64)
+    assert prepared.size == (64, 32)
+    shown = prepared.display  # upright: 80 x 160, centred on a clear canvas as wide as a landscape image
+    assert shown.size == (160, 160) and shown.getpixel((20, 80))[3] == 0
+    assert shown.getpixel((80, 10))[0] > 200 and shown.getpixel((80, 150))[2] > 200
     assert seen[2, 16, 0] > 200 and seen[2, 16, 2] < 60  # top: red
     assert seen[29, 16, 2] > 200 and seen[29, 16, 0] < 60  # bottom: blue
     assert any("EXIF" in note for note in prepared.notes)
@@ -141,7 +148,7 @@ def test_exif_orientation_is_applied():
 def test_large_photos_are_shrunk_with_averaging():
     photo = Image.new("RGB", (2000, 1500), (10, 200, 30))
     prepared = prepare_upload(encode(photo, "JPEG", quality=90), "big.jpg")
-    assert max(prepared.original.size) <= 256
+    assert prepared.display.size == (160, 120)
     assert np.abs(pixels(prepared).astype(int) - (10, 200, 30)).max() < 8
 
 
@@ -153,6 +160,37 @@ def test_the_three_ways_to_make_a_square(fit, corner):
     assert square.getpixel((0, 0)) == corner  # pad adds black bars above and below
     with pytest.raises(ValueError, match="unknown fit"):
         to_square(wide, "zoom")
+
+
+@pytest.mark.parametrize(
+    "width, height, shown",
+    [(4000, 10, MIN_DISPLAY_SIDE), (10, 4000, MIN_DISPLAY_SIDE), (1, 300, MIN_DISPLAY_SIDE), (300, 1, MIN_DISPLAY_SIDE),
+     (1, 1, 160), (2000, 1500, 120), (50, 100, 80)],
+)
+def test_every_shape_gets_an_image_to_show(width, height, shown):
+    """The longer side fills the box, the shorter is in proportion or at least MIN_DISPLAY_SIDE pixels."""
+    prepared = prepare_upload(encode(Image.new("RGB", (width, height), (200, 40, 40)), "PNG"), "strip.png")
+    image = np.asarray(prepared.display.convert("RGBA"))
+    opaque = image[..., 3] > 0
+    across, down = opaque.any(axis=0).sum(), opaque.any(axis=1).sum()  # the image's own extent in the box
+    assert sorted([across, down]) == sorted([shown, DISPLAY_SIDE]) and (across > down) == (width > height)
+    assert prepared.display.width == DISPLAY_SIDE  # every image as wide as the others: its caption has room
+    assert (image[opaque][:, :3] == (200, 40, 40)).all()
+
+
+def test_a_small_image_is_shown_enlarged_pixel_by_pixel():
+    checker = Image.fromarray(np.array([[[255, 255, 255], [0, 0, 0]], [[0, 0, 0], [255, 255, 255]]], dtype=np.uint8))
+    shown = np.asarray(display_image(checker))
+    assert shown.shape == (160, 160, 3)
+    assert (shown[:80, :80] == 255).all() and (shown[:80, 80:] == 0).all() and (shown[80:, 80:] == 255).all()
+
+
+@pytest.mark.parametrize("width, height", [(4000, 1), (1, 40_000), (4000, 10)])
+def test_padding_a_thin_strip_keeps_it_visible_between_black_bars(width, height):
+    square = np.asarray(to_square(Image.new("RGB", (width, height), (200, 40, 40)), "pad"))
+    assert square.shape == (32, 32, 3) and (square[0, 0] == 0).all()
+    strip = (square == (200, 40, 40)).all(axis=2)
+    assert strip.sum() >= 32 and (strip.all(axis=0).any() or strip.all(axis=1).any())  # a whole row or column
 
 
 def test_predict_images_returns_probabilities_and_each_blocks_attention():
@@ -168,3 +206,16 @@ def test_predict_images_returns_probabilities_and_each_blocks_attention():
     assert top["probability"].is_monotonic_decreasing and top["probability"].iloc[0] == result.probs[0].max()
     frame = result.attention_frame(1)
     assert len(frame) == 3 * 2 and frame["block"].tolist() == [1, 1, 2, 2, 3, 3]
+
+
+def test_predict_images_gives_a_flip_tta_run_the_probabilities_its_evaluation_gives():
+    loaded = load_run_model(RunStore(trained_runs_dir()).runs()[0], "best")
+    assert loaded.config.tta_flip
+    data = tiny_cifar()
+    evaluated = evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"),
+                                 tta_flip=True).probs
+    shown = predict_images(loaded.model, data.test_images, tta_flip=loaded.config.tta_flip)
+    assert np.allclose(shown.probs, evaluated, atol=1e-6)
+    assert not np.allclose(predict_images(loaded.model, data.test_images).probs, evaluated, atol=1e-3)  # it matters
+    mirrored = predict_images(loaded.model, data.test_images.flip(3), tta_flip=True)
+    assert np.allclose(mirrored.probs, evaluated, atol=1e-5)  # an image and its mirror get one answer

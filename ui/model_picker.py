@@ -9,25 +9,20 @@ an uploaded checkpoint. A rerun therefore never loads or predicts twice, and a c
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # when a page runs on its own (`streamlit run app_pages/evaluate.py`)
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from cifar_app import evaluate  # noqa: E402
-from cifar_app.checkpoints import CheckpointError, LoadedModel, load_model_file, load_run_model  # noqa: E402
-from cifar_app.data import (  # noqa: E402
+from cifar_app import evaluate
+from cifar_app.checkpoints import CheckpointError, LoadedModel, load_model_file, load_run_model
+from cifar_app.data import (
     Cifar10, DataFormatError, DataNotFound, data_status,
 )
-from cifar_app.device import pick_device  # noqa: E402
-from cifar_app.report import run_row  # noqa: E402
-from cifar_app.runs import Run, RunStore  # noqa: E402
-from app_pages.common import data_dir, dataset, runs_store  # noqa: E402
+from cifar_app.device import pick_device
+from cifar_app.report import run_row
+from cifar_app.runs import Run, RunStore
+from ui.common import data_dir, dataset, runs_store
 
 UPLOAD = "upload"
 HOW_TO_TRAIN = (

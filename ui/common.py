@@ -7,13 +7,13 @@ job with `job_manager().snapshot()`; the run that just ended is `snapshot().run_
 
 from __future__ import annotations
 
-import threading
 from dataclasses import fields
 from typing import Any
 
 import streamlit as st
 
 from cifar_app import data as cifar_data
+from cifar_app.bench import SpeedCache
 from cifar_app.config import TrainConfig, default_data_dir, matching_preset
 from cifar_app.device import describe_device, pick_device
 from cifar_app.jobs import JobManager, JobSnapshot
@@ -39,9 +39,9 @@ def runs_store() -> RunStore:
 
 
 @st.cache_resource(show_spinner=False)
-def speed_memo() -> tuple[threading.Lock, dict]:
-    """Measured training speeds, keyed by what sets the speed; shared by every tab of the process."""
-    return threading.Lock(), {}
+def speed_cache() -> SpeedCache:
+    """Measured training speeds, shared by every tab of the process."""
+    return SpeedCache()
 
 
 @st.cache_resource(show_spinner=False)
@@ -138,7 +138,8 @@ def _sidebar_job(polling: bool) -> None:
         st.rerun()  # the run ended: redraw the whole page once, which stops the polling
     line = job_line(snap)
     if snap.running:
-        st.progress(run_fraction(snap), text=line)
+        fraction = run_fraction(snap)
+        st.progress(fraction, text=f"{line} · {fraction:.0%}" if snap.progress else line)
         st.caption(snap.run_name or snap.message)
     elif snap.status == "failed":
         st.error(line)
