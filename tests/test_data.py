@@ -302,3 +302,11 @@ def test_the_sidebar_says_whether_an_image_folder_is_lossy_without_decoding_it(t
     extra = tmp_path / "jpeg" / "train" / "cat" / "9999.png"
     extra.write_bytes(make_png())
     assert "image folder (PNG and JPEG, partly lossy)" in load_cifar10(tmp_path).source
+
+
+def test_the_source_names_the_copy_by_its_absolute_path_however_the_root_was_given(tmp_path, monkeypatch):
+    write_batches(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    relative = load_cifar10("data")  # decodes and caches
+    assert relative.source == f"original python batches (lossless) at {tmp_path.resolve() / 'data' / 'cifar-10-batches-py'}"
+    assert load_cifar10(tmp_path / "data").source == relative.source  # the same cache, the same words

@@ -22,7 +22,6 @@ INGREDIENTS = {
     "zero-init of the block BatchNorm": ("zero_init_bn", False),
     "no decay of BatchNorm and biases": ("decay_all", True),
     "flip test-time augmentation": ("tta_flip", False),
-    "width 64": ("width", 32),
 }
 
 
@@ -31,7 +30,7 @@ def test_best_differs_from_seed_exactly_by_its_ingredients():
     for name, (field, seed_value) in INGREDIENTS.items():
         assert getattr(seed, field) == seed_value, name
         assert getattr(best, field) != seed_value, name
-    assert best.blocks == seed.blocks == 11 and best.k == seed.k
+    assert best.blocks == seed.blocks == 11 and best.k == seed.k and best.width == seed.width == 64
     assert best.val_size == 5000  # honest model selection
     # nothing else differs, apart from the settings an ingredient brings with it
     settings = {"warmup_epochs", "lr", "batch_size", "attn_anneal_epochs", "val_size"}
