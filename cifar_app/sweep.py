@@ -95,6 +95,10 @@ class SweepStorage:
         """The sweeps' own folder in the runs folder: the journal file, the claim lock and worker logs."""
         return self.runs_dir / "sweeps"
 
+    def has_studies(self) -> bool:
+        """False when the default journal file does not exist yet (looking for a sweep creates no file)."""
+        return self.url is not None or (self.folder / "journal.log").is_file()
+
     def describe(self) -> str:
         return _masked(self.url) if self.url else f"journal file {self.folder / 'journal.log'}"
 
@@ -310,6 +314,8 @@ def create_sweep(spec: SweepSpec, storage: SweepStorage) -> optuna.Study:
 
 def load_sweep(name: str, storage: SweepStorage) -> tuple[optuna.Study, SweepSpec]:
     """The study and its spec, with the spec's sampler and pruner."""
+    if not storage.has_studies():
+        raise SweepError(f"no sweep named {name!r} in {storage.describe()}.")
     quiet_optuna()
     backend = storage.open()
     try:
@@ -326,8 +332,8 @@ def load_sweep(name: str, storage: SweepStorage) -> tuple[optuna.Study, SweepSpe
 
 def list_sweeps(storage: SweepStorage) -> list[str]:
     """The names of this app's sweeps in the storage, newest first."""
-    if storage.url is None and not (storage.folder / "journal.log").is_file():
-        return []  # nothing written yet: looking creates no file
+    if not storage.has_studies():
+        return []
     quiet_optuna()
     studies = [s for s in storage.open().get_all_studies() if "spec" in s.user_attrs]
     return [s.study_name for s in sorted(studies, key=lambda s: s.user_attrs["spec"].get("created", 0), reverse=True)]

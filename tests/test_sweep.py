@@ -90,6 +90,9 @@ def test_flags_and_files_read_the_same_space(tmp_path):
 
 def test_bad_sweeps_are_refused_and_nothing_starts(tmp_path, data_dir):
     storage = SweepStorage(tmp_path / "runs")
+    with pytest.raises(SweepError, match="no sweep named 'nosuch'"):
+        sweep.load_sweep("nosuch", storage)
+    assert sweep.list_sweeps(storage) == [] and not (tmp_path / "runs").exists()  # looking wrote nothing
     for spec, expected in [
         (tiny_spec(data_dir, base={"val_size": 0}), "hold out a validation split"),
         (tiny_spec(data_dir, sampler="grid"), "grid search needs a finite space"),
