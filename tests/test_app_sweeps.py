@@ -14,7 +14,6 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from cifar_app import sweep
-from cifar_app.runs import RunStore
 from cifar_app.search_space import SearchSpace
 from cifar_app.sweep import SweepSpec, SweepStorage
 from conftest import ROOT, write_batches
