@@ -23,6 +23,7 @@ PAGES = [
     ("app_pages/dynamics.py", "Dynamics", ":material/scatter_plot:"),
     ("app_pages/predict.py", "Predict", ":material/image_search:"),
     ("app_pages/runs.py", "Runs", ":material/history:"),
+    ("app_pages/sweeps.py", "Sweeps", ":material/tune:"),
 ]
 FIRST_PAGE = "app_pages/train.py"
 

@@ -256,6 +256,9 @@ def manage_tab(run: Run, status: str) -> None:
 def run_section(runs: list[Run], labels: dict[str, str]) -> None:
     st.subheader("One run", anchor=False)
     ids = [run.id for run in runs]
+    if st.query_params.get("run") in ids:  # a link from another page (a sweep's trial) names its run
+        st.session_state[PICK_KEY] = st.query_params["run"]
+        del st.query_params["run"]
     if st.session_state.get(PICK_KEY) not in ids:
         st.session_state.pop(PICK_KEY, None)
     run_id = st.selectbox("Run", ids, key=PICK_KEY, format_func=lambda i: labels.get(i, i),
@@ -266,6 +269,10 @@ def run_section(runs: list[Run], labels: dict[str, str]) -> None:
     line = f"**{status}**" + (f": {row['reason']}" if row["reason"] else "")
     st.markdown(f"{line} · {row['epochs']} epochs · `{run.path}`")
     st.caption(common.config_line(run.config()) + f" · {row['device']}")
+    record = run.config_record()
+    if record.get("sweep"):
+        st.page_link("app_pages/sweeps.py", label=f"Trial {record.get('trial')} of sweep {record['sweep']}",
+                     icon=":material/tune:", query_params={"sweep": record["sweep"]})
     if row["best_by"] == "test" and row["best_epoch"] is not None:
         st.caption(f"Best test accuracy {row['best_test_acc']:.2f}% at epoch {row['best_epoch']}, picked by test "
                    "accuracy (no validation split): this flatters the result.")

@@ -69,6 +69,20 @@ def process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def process_alive(pid: int, started: str | None = None) -> bool:
+    """Whether process `pid` of this host still runs: it exists, has not exited unreaped (a zombie, whose
+    parent has not waited for it yet), and, where `started` is known, is the process that started then, not a
+    later one that reuses its pid."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True  # no /proc here: the pid is all there is to go on
+    now_started = process_start(pid)
+    return state != "Z" and not (started and now_started is not None and now_started != started)
+
+
 def _number(text: str) -> float | int | None:
     if text in ("", "None", "nan"):
         return None
@@ -141,13 +155,10 @@ class Run:
             return status
         if time.time() - float(meta.get("heartbeat", meta.get("updated", 0))) >= STALE_AFTER_S:
             return "interrupted"
-        if meta.get("host") == socket.gethostname():
-            pid = int(meta.get("pid", -1))
-            if not _pid_alive(pid):
-                return "interrupted"
-            started = process_start(pid)
-            if meta.get("pid_start") and started is not None and started != meta["pid_start"]:
-                return "interrupted"  # the pid now belongs to another process (e.g. after a container restart)
+        # on this host, a pid that now belongs to another process (e.g. after a container restart) is no proof
+        if meta.get("host") == socket.gethostname() and not process_alive(int(meta.get("pid", -1)),
+                                                                          meta.get("pid_start")):
+            return "interrupted"
         return "running"
 
     def is_elsewhere(self) -> bool:

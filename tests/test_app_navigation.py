@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT
 
 PAGES = {"train": "Train", "samples": "Samples", "evaluate": "Evaluate", "dynamics": "Dynamics", "predict": "Predict",
-         "runs": "Runs"}
+         "runs": "Runs", "sweeps": "Sweeps"}
 
 
 @pytest.fixture(autouse=True)

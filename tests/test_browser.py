@@ -1,5 +1,6 @@
 """The real app in a real browser: `streamlit run dashboard.py` on a free local port, driven by Playwright in
-Debian's Chromium. One tiny run, watched as the accuracy chart gains points without a reload.
+Debian's Chromium. One tiny run, watched as the accuracy chart gains points without a reload; one tiny sweep,
+started on the Sweeps page, whose worker process's trials arrive in its table and charts without a reload.
 
 The screenshots go to artifacts/ (ignored by git): look at them.
 """
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.browser
 PORTS = range(8601, 8650)
 ARTIFACTS = ROOT / "artifacts"
 ACCURACY_POINTS = ".st-key-accuracy_chart [aria-roledescription='point']"
+BEST_POINTS = ".st-key-sweep_best_chart [aria-roledescription='point']"
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not CHROMIUM.is_file():
@@ -75,3 +77,45 @@ def test_a_tiny_run_draws_its_accuracy_curve_live(app_url):
             page.screenshot(path=str(ARTIFACTS / "browser-train-finished.png"))
         finally:
             browser.close()
+
+
+def fill(page, key: str, value: str) -> None:
+    box = page.locator(f".st-key-{key} input")
+    box.fill(value)
+    box.press("Tab")
+    page.wait_for_selector(IDLE)
+
+
+def test_a_sweep_started_on_the_page_shows_its_trials_as_they_arrive(app_url, tmp_path):
+    from cifar_app import sweep
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 2000})
+            page.goto(f"{app_url}/sweeps")
+            page.get_by_text("Hyperparameters to search").wait_for(timeout=90_000)  # no sweep yet: the form
+            page.wait_for_selector(IDLE, timeout=90_000)
+            fill(page, "sweep_name", "browser")
+            fill(page, "sweep_val_size", "100")
+            fill(page, "sweep_trials", "3")
+            page.locator(".st-key-sweep_pruner").get_by_role("radio", name="none").click()
+            page.wait_for_selector(IDLE)
+            page.get_by_role("button", name="Start sweep").click()
+            page.get_by_text("Started sweep browser").wait_for(timeout=30_000)
+            page.evaluate("window.notReloaded = true")
+            # the worker process (OMP_NUM_THREADS=1, from the server's environment) claims and trains the trials
+            page.wait_for_function(f"document.querySelectorAll(\"{BEST_POINTS}\").length >= 1", timeout=120_000)
+            page.screenshot(path=str(ARTIFACTS / "browser-sweep-running.png"), full_page=True)
+            page.get_by_text("Finished: 3 of 3 trials done").wait_for(timeout=180_000)
+            page.wait_for_selector(IDLE)
+            assert page.evaluate("window.notReloaded === true")  # the trials arrived without a page load
+            assert page.locator(BEST_POINTS).count() == 3
+            assert page.locator("[data-testid='stException']").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "browser-sweep-finished.png"), full_page=True)
+        finally:
+            browser.close()
+            storage = sweep.SweepStorage(tmp_path / "runs")
+            for name in sweep.list_sweeps(storage):  # a failed test leaves no worker training
+                sweep.request_stop(sweep.load_sweep(name, storage)[0])

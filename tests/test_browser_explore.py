@@ -20,7 +20,7 @@ from explore_helpers import trained_runs_dir
 
 PORTS = range(8650, 8700)
 TITLES = {"train": "Train", "samples": "Samples", "evaluate": "Evaluate", "dynamics": "Dynamics", "predict": "Predict",
-          "runs": "Runs"}
+          "runs": "Runs", "sweeps": "Sweeps"}
 MAP_GALLERY = "[class*='st-key-dynamics_map_gallery_']"  # a caption button's container, keyed by its image
 
 pytestmark = pytest.mark.browser

@@ -14,7 +14,7 @@ import torch
 from cifar_app.atomic import atomic_write_json, atomic_write_text
 from cifar_app.checkpoints import CheckpointError, export_bytes, load_model_file, load_run_model
 from cifar_app.report import markdown, run_row, runs_table
-from cifar_app.runs import Run, RunStore
+from cifar_app.runs import Run, RunStore, process_alive, process_start
 from cifar_app.train import main, train
 from conftest import ROOT, tiny_config, write_batches
 
@@ -197,3 +197,14 @@ def test_a_rename_is_never_undone_by_the_heartbeat(tmp_path):
         done.set()
         beating.join()
     assert run.name == "name 99" and run.meta()["progress"]["batch"] > 1
+
+
+def test_a_process_that_exited_unreaped_is_not_alive():
+    """A zombie keeps its pid until its parent waits for it: the pid alone would call it alive."""
+    child = subprocess.Popen(["sleep", "0.1"])
+    started = process_start(child.pid)
+    assert process_alive(child.pid, started)
+    time.sleep(0.5)  # exited, not yet waited for
+    assert not process_alive(child.pid, started)
+    child.wait()
+    assert not process_alive(child.pid, started)

@@ -1,0 +1,146 @@
+"""The Sweeps page through AppTest: the form refuses an impossible search before anything starts, Start creates
+the study and hands it to worker processes (here a stand-in records the call, and the test trains the trials
+in its own process, as a worker would), the live view shows the trials, the best trial's test accuracy and the
+charts, links a trial to its run both ways, stops and goes on, and fails a trial whose worker died."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+from cifar_app import sweep
+from cifar_app.search_space import SearchSpace
+from cifar_app.sweep import SweepSpec, SweepStorage
+from conftest import ROOT, write_batches
+
+SWEEPS = "app_pages/sweeps.py"
+TINY = {"blocks": 3, "width": 8, "k": 2, "batch_size": 32, "device": "cpu", "epochs": 2}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Tiny CIFAR-10 on disk, an empty run store, worker launches recorded instead of started, fresh caches."""
+    write_batches(tmp_path / "data", train_per_class=30, test_per_class=5)
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("CIFAR_SWEEP_STORAGE", raising=False)
+    launched = []
+    monkeypatch.setattr(sweep, "launch_workers", lambda name, storage, count, gpus=0, terminal=False:
+                        launched.append((name, count)) or [])
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path, launched
+    st.cache_resource.clear()
+    torch.set_num_threads(threads)
+
+
+def page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).switch_page(SWEEPS).run()
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(str(e.value) for kind in (at.markdown, at.caption, at.info, at.success, at.error)
+                     for e in kind)
+
+
+def finished_sweep(tmp_path, name: str = "done", trials: int = 3) -> SweepSpec:
+    storage = SweepStorage(tmp_path / "runs")
+    spec = SweepSpec.from_preset(name, "quick", SearchSpace.from_flags(["lr=1e-3:1e-2:log"]),
+                                 data_dir=str(tmp_path / "data"), val_size=50, settings=TINY, trials=trials,
+                                 pruner="none")
+    sweep.create_sweep(spec, storage)
+    sweep.work(name, storage)
+    return spec
+
+
+def test_the_form_refuses_an_impossible_search_and_starts_a_valid_one(env):
+    tmp_path, launched = env
+    at = page()
+    assert not at.exception and at.segmented_control(key="sweeps_view").value == "New sweep"  # no sweep yet
+    at.text_input(key="sweep_name").set_value("first")
+    at.number_input(key="sweep_val_size").set_value(100)
+    at.number_input(key="sweep_trials").set_value(3)
+    at.multiselect(key="sweep_fields").set_value(["lr", "batch_size"]).run()
+    at.number_input(key="sweep_dim_lr_low").set_value(0.1).run()  # above its high end, 0.01
+    assert "lr: the low end 0.1 is above the high end 0.01" in texts(at)
+    assert at.button(key="sweep_start").disabled
+    at.number_input(key="sweep_dim_lr_low").set_value(0.0)
+    at.segmented_control(key="sweep_dim_lr_mode").set_value("range").run()
+    assert "lr = 0: learning rate must be positive" in texts(at)
+    at.multiselect(key="sweep_fields").set_value([]).run()
+    assert "the search space is empty" in texts(at)
+    at.multiselect(key="sweep_fields").set_value(["lr"]).run()
+    at.segmented_control(key="sweep_dim_lr_mode").set_value("log range").run()
+    at.number_input(key="sweep_dim_lr_low").set_value(0.001).run()
+    assert not at.button(key="sweep_start").disabled and not at.error
+    at.button(key="sweep_start").click().run()
+    assert launched == [("first", 1)] and not at.exception
+    assert at.segmented_control(key="sweeps_view").value == "Watch" and "Started sweep **first**" in texts(at)
+    assert at.selectbox(key="sweep_pick").value == "first"
+    spec = sweep.load_sweep("first", SweepStorage(tmp_path / "runs"))[1]
+    assert (spec.trials, spec.base.val_size, spec.space.names, spec.base.records) == (3, 100, ["lr"], False)
+
+    at.segmented_control(key="sweeps_view").set_value("New sweep").run()
+    at.text_input(key="sweep_name").set_value("first").run()
+    at.button(key="sweep_start").click().run()
+    assert "a sweep named 'first' already exists" in texts(at) and launched == [("first", 1)]
+
+
+def test_the_live_view_shows_trials_best_test_accuracy_charts_and_links(env):
+    tmp_path, launched = env
+    finished_sweep(tmp_path)
+    study, spec = sweep.load_sweep("done", SweepStorage(tmp_path / "runs"))
+    at = page()
+    assert not at.exception and at.segmented_control(key="sweeps_view").value == "Watch"
+    table = at.dataframe[0].value
+    assert table["trial"].tolist() == [0, 1, 2] and table["state"].tolist() == ["complete"] * 3
+    assert table["run"].tolist() == [t.user_attrs["run_id"] for t in study.trials]
+    metrics = {m.label: m.value for m in at.metric}
+    best = study.best_trial
+    assert metrics["Best validation accuracy"] == f"{best.value:.2f}%"
+    assert metrics["Its test accuracy"] == f"{best.user_attrs['test_acc']:.2f}%"
+    assert metrics["Trials done"] == "3 of 3" and "Finished: 3 of 3 trials done" in at.get("progress")[0].proto.text
+    titles = [json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")]
+    assert titles == ["Best so far", "Hyperparameters and accuracy", "Hyperparameter importances",
+                      "Learning curves (validation accuracy per epoch)"]
+    links = {link.proto.label: link.proto.query_string for link in at.get("page_link")}
+    assert links["Open its run"] == f"run={best.user_attrs['run_id']}"  # the best trial, until one is picked
+    at.session_state["sweep_trials_done"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    links = {link.proto.label: link.proto.query_string for link in at.get("page_link")}
+    assert links["Evaluate it"] == f"run={study.trials[0].user_attrs['run_id']}" and "**Trial 0**" in texts(at)
+
+    # and back: the Runs page opens the trial's run and links to its sweep
+    at.query_params["run"] = study.trials[0].user_attrs["run_id"]
+    at.switch_page("app_pages/runs.py").run()
+    assert at.selectbox(key="run_pick").value == study.trials[0].user_attrs["run_id"]
+    back = [link.proto for link in at.get("page_link") if "sweep" in link.proto.label]
+    assert back[0].label == "Trial 0 of sweep done" and back[0].query_string == "sweep=done"
+
+
+def test_stop_and_go_on_and_a_dead_worker_s_trial_fails(env):
+    tmp_path, launched = env
+    storage = SweepStorage(tmp_path / "runs")
+    spec = SweepSpec.from_preset("idle", "quick", SearchSpace.from_flags(["lr=1e-3:1e-2:log"]),
+                                 data_dir=str(tmp_path / "data"), val_size=50, settings=TINY, trials=2, workers=2)
+    study = sweep.create_sweep(spec, storage)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    trial = study.ask()  # a worker claimed it, then died before its run began
+    trial.set_user_attr("worker", {"host": sweep.socket.gethostname(), "pid": gone.pid, "pid_start": "1"})
+    at = page()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table["state"].tolist() == ["failed"] and f"its worker (pid {gone.pid}) died" in table["reason"][0]
+    assert "Waiting for workers: 0 of 2 trials done" in at.get("progress")[0].proto.text
+    at.button(key="sweep_stop").click().run()
+    assert sweep.stop_requested(study) and "Stopped" in at.get("progress")[0].proto.text
+    at.button(key="sweep_resume").click().run()
+    assert not sweep.stop_requested(study) and launched == [("idle", 2)]
