@@ -208,3 +208,9 @@ def test_a_process_that_exited_unreaped_is_not_alive():
     assert not process_alive(child.pid, started)
     child.wait()
     assert not process_alive(child.pid, started)
+
+
+def test_run_files_are_readable_by_the_other_users_of_a_shared_runs_folder(tmp_path):
+    target = tmp_path / "meta.json"
+    atomic_write_json(target, {"status": "running"})
+    assert target.stat().st_mode & 0o777 == 0o644  # not the private 0600 of a temporary file
