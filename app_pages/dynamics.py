@@ -4,7 +4,6 @@ in this app or in another process: the record grows at each epoch's end and the 
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -209,16 +208,6 @@ def test_tab(records: Records, source: ViewSource) -> None:
             "dynamics_change_gallery")
 
 
-def matches_data(records: Records, data) -> str | None:
-    """Why the dataset in the sidebar is not the one this run trained on (None when it is)."""
-    if len(records.train_index) and records.train_index.max() >= len(data.train_labels) or \
-            len(records.test_labels) != len(data.test_labels):
-        return "The data folder in the sidebar holds another dataset than this run trained on: its images cannot be shown."
-    if not np.array_equal(data.train_labels.numpy()[records.train_index], records.train_labels):
-        return "The labels in the sidebar's data folder differ from this run's: the images shown may not be the ones it trained on."
-    return None
-
-
 st.title("Dynamics")
 st.caption("How each image was learned, forgotten or never learned, from the probability the model gave its "
            "label at every epoch of training (Dataset Cartography; forgetting events).")
@@ -242,7 +231,7 @@ if not len(records.epochs):
     st.info("No epoch of this run has ended yet: the record of epoch "
             f"{records.first_epoch} appears when it ends, and this page shows it then.")
     st.stop()
-problem = matches_data(records, data)
+problem = records.data_mismatch(data.train_labels.numpy(), data.test_labels.numpy())
 if problem and "cannot" in problem:
     st.error(problem)
     st.stop()

@@ -66,9 +66,7 @@ def started_here() -> dict[str, list]:
 
 @st.cache_resource(show_spinner=False)
 def gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return sweep.gpu_count()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

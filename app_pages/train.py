@@ -35,7 +35,6 @@ DEFAULT_PRESET = "seed" if pick_device("auto").type != "cpu" else "quick"
 DEFAULT_WHY = {"seed": "Opened on `seed`, the coursework's own recipe: this machine has a GPU.",
                "quick": "Opened on `quick`: this machine has no GPU, and the coursework's `seed` recipe would take "
                         "many hours on its CPU."}
-CPU_PROBE_BATCH = 128  # the speed probe's largest batch on a CPU: smaller ones run slower per image, larger take long
 
 
 def _grid(mantissas: tuple[float, ...], exponents: range, top: float) -> list[float]:
@@ -163,24 +162,12 @@ def model_size(blocks: int, k: int, width: int) -> tuple[int, int]:
 
 
 def training_speed(config: TrainConfig, may_measure: bool) -> float | str | None:
-    """Training images/s of this model on this device: measured once per shape (on a small batch on a CPU,
-    where larger ones gain little); a sentence when it may not be measured (a config that cannot run, a model
-    too large to probe); None when not measured yet and measuring now would compete with a training run."""
+    """See bench.SpeedCache.speed; an absent device is a sentence too."""
     try:
         device = pick_device(config.device)
     except DeviceError as error:
         return str(error)
-    batch = config.batch_size if device.type != "cpu" else min(config.batch_size, CPU_PROBE_BATCH)
-    probe = TrainConfig(blocks=config.blocks, k=config.k, width=config.width, batch_size=batch, impl=config.impl,
-                        precision=config.precision, data_dir="")
-    cache = common.speed_cache()
-    known = cache.get(probe, device)
-    if known is not None:
-        return known
-    problem = bench.probe_problem(probe, device)
-    if problem or not may_measure:
-        return problem
-    return cache.measure(probe, device, batches=2 if device.type != "cpu" else 1)
+    return common.speed_cache().speed(config, device, may_measure)
 
 
 def model_summary(config: TrainConfig, job_running: bool) -> None:

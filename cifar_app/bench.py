@@ -332,6 +332,7 @@ def check_graph_updates(config: TrainConfig, device: torch.device, steps: int = 
     return ((moved_graph - moved_eager).norm() / moved_eager.norm()).item()
 
 
+CPU_PROBE_BATCH = 128  # a speed probe's largest batch on a CPU: smaller ones run slower per image, larger take long
 PROBE_MAX_BYTES = 2 * 2**30  # a speed probe never takes more than this, nor a quarter of what is free
 
 
@@ -405,6 +406,21 @@ class SpeedCache:
     def get(self, config: TrainConfig, device: torch.device) -> float | None:
         with self._lock:
             return self._speeds.get(self.key(config, device))
+
+    def speed(self, config: TrainConfig, device: torch.device, may_measure: bool) -> float | str | None:
+        """Training images/s of `config`'s model on `device`, measured once per shape (batches of at most
+        CPU_PROBE_BATCH on a CPU); a sentence when it may not be measured (a config that cannot run, a model
+        too large to probe); None when it is not known and `may_measure` is False (a run is training)."""
+        batch = config.batch_size if device.type != "cpu" else min(config.batch_size, CPU_PROBE_BATCH)
+        probe = TrainConfig(blocks=config.blocks, k=config.k, width=config.width, batch_size=batch, impl=config.impl,
+                            precision=config.precision, data_dir="")
+        known = self.get(probe, device)
+        if known is not None:
+            return known
+        problem = probe_problem(probe, device)
+        if problem or not may_measure:
+            return problem
+        return self.measure(probe, device, batches=2 if device.type != "cpu" else 1)
 
     def measure(self, config: TrainConfig, device: torch.device, batches: int = 2) -> float:
         """Measure (or reuse) the speed; ValueError when it may not be measured (see `probe_problem`)."""

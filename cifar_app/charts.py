@@ -9,6 +9,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from cifar_app.events import METRIC_FIELDS
+
 # evaluation charts
 # The Samples, Evaluate and Predict pages draw these. Class axes keep the dataset's order (not alphabetical)
 # so the confusion matrix reads like the tables beside it.
@@ -160,7 +162,7 @@ def _epoch_axis(total_epochs: int | None) -> alt.X:
     return alt.X("epoch:Q", title="epoch", scale=scale, axis=alt.Axis(tickMinStep=1, format="d"))
 
 
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds", "images_per_s")
+EPOCH_COLUMNS = METRIC_FIELDS  # a run's metrics.csv columns
 
 
 def epoch_frame(rows: list[dict]) -> pd.DataFrame:

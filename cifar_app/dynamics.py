@@ -260,6 +260,16 @@ class Records:
         """'' for a record that starts with its run, else why it starts later (a fork's branch point)."""
         return self.meta.get("origin", "")
 
+    def data_mismatch(self, train_labels: np.ndarray, test_labels: np.ndarray) -> str | None:
+        """Why a dataset with these labels is not the one this run trained on (None when it is), so that its
+        images would not be the ones the record describes."""
+        if len(self.train_index) and self.train_index.max() >= len(train_labels) or \
+                len(self.test_labels) != len(test_labels):
+            return "The data folder in the sidebar holds another dataset than this run trained on: its images cannot be shown."
+        if not np.array_equal(train_labels[self.train_index], self.train_labels):
+            return "The labels in the sidebar's data folder differ from this run's: the images shown may not be the ones it trained on."
+        return None
+
     def predicted(self) -> np.ndarray:
         """(E, N) the class the model predicted for each training image at each epoch (-1: not trained on)."""
         return np.where(self.correct == 1, self.train_labels[None, :], self.other).astype(np.int64)

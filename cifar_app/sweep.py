@@ -809,7 +809,8 @@ def build_parser() -> "argparse.ArgumentParser":
     return parser
 
 
-def _gpu_count() -> int:
+def gpu_count() -> int:
+    """CUDA GPUs on this machine: one worker each."""
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -817,7 +818,7 @@ def _gpu_count() -> int:
 
 def _run_workers(name: str, storage: SweepStorage, count: int) -> int:
     """Start `count` workers here and wait for them. Ctrl-C reaches them too: each ends its trial within a batch."""
-    gpus = _gpu_count()
+    gpus = gpu_count()
     processes = launch_workers(name, storage, count, gpus, terminal=True)
     print(f"started {count} worker(s) {'one per GPU' if gpus else 'on the CPU'}", flush=True)
     while True:
@@ -852,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"created sweep {spec.name} in {storage.describe()}", *spec.describe(), sep="\n")
             if args.command == "run":
                 spec = load_sweep(args.name, storage)[1]
-                _run_workers(args.name, storage, args.workers or _gpu_count() or spec.workers)
+                _run_workers(args.name, storage, args.workers or gpu_count() or spec.workers)
                 print("\n".join(leaderboard_lines(*load_sweep(args.name, storage))))
         elif args.command == "work":
             return _work(args, storage)

@@ -280,13 +280,18 @@ class Reporter:
     def images_per_s(self) -> float:
         return self.pace.rate()
 
+    def seconds_left(self, training: float, evaluating: float) -> float:
+        """At the recent pace: `training` images still to train, `evaluating` images still to evaluate (each at
+        EVAL_COST of a training image)."""
+        return (training + evaluating * EVAL_COST) / max(self.images_per_s(), 1e-9)
+
     def eta(self, epoch: int, batch: int) -> tuple[float, float]:
         """Seconds until this epoch's training ends, and until the run ends (evaluations included)."""
-        rate = max(self.images_per_s(), 1e-9)
         epoch_left = (self.batches - batch) * self.batch_size
         epochs_after = self.config.epochs - epoch - 1
-        evaluating = eval_images(self.config, self.test_images, epochs_after + 1) * EVAL_COST
-        return epoch_left / rate, (epoch_left + epochs_after * self.train_images + evaluating) / rate
+        return (self.seconds_left(epoch_left, 0),
+                self.seconds_left(epoch_left + epochs_after * self.train_images,
+                                  eval_images(self.config, self.test_images, epochs_after + 1)))
 
     def start_epoch(self) -> None:
         if self.pace.samples:  # the training clock goes on from the previous epoch's last report
@@ -295,7 +300,7 @@ class Reporter:
         self.pace.add(self.trained_s, self.position.images)
         self.window_loss, self.window_batches = None, 0
 
-    def batch(self, epoch: int, loss: torch.Tensor, lr: float, epoch_start: float) -> None:
+    def batch(self, epoch: int, loss: torch.Tensor, lr: float) -> None:
         """After each optimiser step: add the loss to the window; report when the interval has passed."""
         self.window_loss = loss.detach() if self.window_loss is None else self.window_loss + loss.detach()
         self.window_batches += 1
@@ -311,7 +316,7 @@ class Reporter:
         epoch_eta, run_eta = self.eta(epoch, done)
         self.emit(BatchEvent(epoch=epoch + 1, epochs=self.config.epochs, batch=done, batches=self.batches,
                              loss=mean_loss, lr=lr, images_per_s=self.images_per_s(),
-                             epoch_elapsed_s=now - epoch_start, elapsed_s=elapsed, epoch_eta_s=epoch_eta,
+                             epoch_elapsed_s=now - self.epoch_clock, elapsed_s=elapsed, epoch_eta_s=epoch_eta,
                              run_eta_s=run_eta))
         self.window_loss, self.window_batches, self.last_report = None, 0, now
         self.heartbeat(epoch + 1, done)
@@ -324,11 +329,10 @@ class Reporter:
         if now - self.last_report < self.interval_s and done < total:
             return
         self.last_report = now
-        rate = max(self.images_per_s(), 1e-9)
-        left = eval_images(self.config, self.test_images, self.config.epochs - epoch - 1)
-        run_eta = ((total - done) * EVAL_COST + (self.config.epochs - epoch - 1) * self.train_images) / rate
-        self.emit(EvalEvent(epoch + 1, self.config.epochs, split, done, total, self.elapsed(),
-                            run_eta + left * EVAL_COST / rate))
+        epochs_after = self.config.epochs - epoch - 1
+        run_eta = self.seconds_left(epochs_after * self.train_images,
+                                    total - done + eval_images(self.config, self.test_images, epochs_after))
+        self.emit(EvalEvent(epoch + 1, self.config.epochs, split, done, total, self.elapsed(), run_eta))
         self.heartbeat(epoch + 1, self.batches)
 
     def heartbeat(self, epoch: int, batch: int) -> None:
@@ -408,7 +412,7 @@ class EpochLoop:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             position.batch, position.images = i + 1, position.images + len(y)
-            self.reporter.batch(epoch, loss, lr, epoch_start)
+            self.reporter.batch(epoch, loss, lr)
             if self.reporter.checkpoint_due():
                 position.sums = {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": float(seen)}
                 self.save()
