@@ -1,5 +1,5 @@
 """Dynamics: how each training image was learned, forgotten or never learned, and how the test set's answers
-moved, epoch by epoch, from a run's per-image record (cifar_app.dynamics). It follows a run while it trains,
+moved, epoch by epoch, from a run's per-image record (cifar_app.analysis.dynamics). It follows a run while it trains,
 in this app or in another process: the record grows at each epoch's end and the page redraws then."""
 
 from __future__ import annotations
@@ -7,13 +7,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cifar_app import dynamics
-from cifar_app.charts import CONFUSION_SELECTION, confusion_chart
-from cifar_app.dynamics import LISTS, NO_RECORDS, Records, records_signature
-from cifar_app.dynamics_charts import (
-    MAP_SELECTION, class_accuracy_chart, data_map_chart, map_density, map_sample,
-)
-from cifar_app.runs import Run
+from cifar_app.analysis import dynamics
+from ui.charts.explore import CONFUSION_SELECTION, confusion_chart
+from cifar_app.analysis.dynamics import LISTS, NO_RECORDS, Records
+from cifar_app.store.records import has_records, records_signature
+from ui.charts.dynamics import MAP_SELECTION, class_accuracy_chart, data_map_chart, map_density, map_sample
+from cifar_app.store.runs import Run
 from ui.common import POLL_S, job_manager, runs_store
 from ui.image_view import ImageRef, ViewSource, gallery, run_model, run_records, tiles_with_sparklines
 from ui.model_picker import get_data
@@ -39,7 +38,7 @@ def pick_run(runs: list[Run]) -> Run:
     by_id = {r.id: r for r in runs}
     snap = job_manager().snapshot()
     default = snap.run_id if snap.running and snap.run_id in by_id else next(
-        (r.id for r in runs if dynamics.has_records(r.path)), runs[0].id)
+        (r.id for r in runs if has_records(r.path)), runs[0].id)
     asked = st.query_params.get("run")
     if asked in by_id:
         default = asked
@@ -47,7 +46,7 @@ def pick_run(runs: list[Run]) -> Run:
 
     def label(run_id: str) -> str:
         run = by_id[run_id]
-        record = "" if dynamics.has_records(run.path) else " · no record"
+        record = "" if has_records(run.path) else " · no record"
         return f"{run.name} · {run.status()}{record}"
 
     ids = list(by_id)

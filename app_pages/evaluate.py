@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cifar_app import evaluate
-from cifar_app.charts import CONFUSION_SELECTION, confusion_chart, per_class_chart
+from cifar_app.analysis import metrics
+from ui.charts.explore import CONFUSION_SELECTION, confusion_chart, per_class_chart
 from ui.common import runs_store
 from ui.image_view import ImageRef, ViewSource, gallery, run_records
 from ui.model_picker import get_data, pick_model, predictions_csv, test_predictions
@@ -44,7 +44,7 @@ preds = test_predictions(choice, data)
 classes = list(preds.classes)
 run = runs_store().get(choice.run_id) if choice.run_id else None
 source = ViewSource(data, choice.loaded, run_records(run), choice.loaded.source)
-pairs = evaluate.most_confused(preds, n=1)
+pairs = metrics.most_confused(preds, n=1)
 st.caption(f"{choice.loaded.source} on the {len(preds):,} test images ({data.source}).")
 
 acc_col, wrong_col, pair_col = st.columns(3)
@@ -58,14 +58,14 @@ if not pairs.empty:
     )
 
 st.subheader("Per class")
-metrics = evaluate.per_class_metrics(preds.labels, preds.predicted, preds.classes)
+per_class = metrics.per_class_metrics(preds.labels, preds.predicted, preds.classes)
 table_col, chart_col = st.columns([1, 1])
 table_col.dataframe(
-    metrics, hide_index=True, key="evaluate_metrics",
+    per_class, hide_index=True, key="evaluate_metrics",
     column_config={name: st.column_config.NumberColumn(name, format="%.1f%%")
                    for name in ("accuracy", "precision", "recall", "f1")},
 )
-chart_col.altair_chart(per_class_chart(metrics, classes), width="stretch")
+chart_col.altair_chart(per_class_chart(per_class, classes), width="stretch")
 
 st.subheader("Confusion matrix")
 matrix_col, cell_col = st.columns([3, 2], gap="large")
@@ -73,7 +73,7 @@ with matrix_col:
     normalized = st.radio("Cells show", ["counts", "share of the true class"], horizontal=True,
                           key="evaluate_normalized") != "counts"
     st.altair_chart(
-        confusion_chart(evaluate.confusion_frame(preds), classes, normalized), width="stretch",
+        confusion_chart(metrics.confusion_frame(preds), classes, normalized), width="stretch",
         on_select=apply_chart_click, selection_mode=CONFUSION_SELECTION, key="evaluate_matrix",
     )
     st.caption("Click a cell to see its images (double-click clears), or pick the pair on the right.")
@@ -85,7 +85,7 @@ with cell_col:
     true_name = true_col.selectbox("True class", classes, key="evaluate_true")
     pred_name = pred_col.selectbox("Predicted as", classes, key="evaluate_predicted")
     limit = st.selectbox("Show up to", [24, 48, 96, 200], key="evaluate_cell_limit")
-    cell = evaluate.select(preds, classes.index(true_name), classes.index(pred_name))
+    cell = metrics.select(preds, classes.index(true_name), classes.index(pred_name))
     verb = "classified correctly" if true_name == pred_name else f"predicted as **{pred_name}**"
     st.markdown(f"**{len(cell):,}** test images of **{true_name}** {verb}, the model's most confident first.")
     show_images(cell, [f"#{i} · p={p:.2f}" for i, p in zip(cell["index"], cell["confidence"])], limit,
@@ -96,7 +96,7 @@ f_true, f_pred, f_limit = st.columns([2, 2, 1])
 wrong_true = f_true.selectbox("True class", [ANY, *classes], key="evaluate_mistake_true")
 wrong_pred = f_pred.selectbox("Predicted as", [ANY, *classes], key="evaluate_mistake_predicted")
 wrong_limit = f_limit.selectbox("Show up to", [24, 48, 96, 200], key="evaluate_mistake_limit")
-wrong = evaluate.mistakes(
+wrong = metrics.mistakes(
     preds, None if wrong_true == ANY else classes.index(wrong_true),
     None if wrong_pred == ANY else classes.index(wrong_pred),
 )
@@ -104,7 +104,7 @@ st.markdown(f"**{len(wrong):,}** mistakes; under each: the true class → the pr
             "it to open the image).")
 show_images(
     wrong,
-    [f"{row['true']} → {row['predicted']} | {evaluate.describe_top(row, preds.classes)}"
+    [f"{row['true']} → {row['predicted']} | {metrics.describe_top(row, preds.classes)}"
      for _, row in wrong.head(wrong_limit).iterrows()],
     wrong_limit, "evaluate_mistakes_gallery",
 )

@@ -10,10 +10,11 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from cifar_app.charts import attention_chart, top_k_chart
-from cifar_app.data import data_status, to_png_bytes
-from cifar_app.predict import (
-    ACCEPTED_NAMES, FITS, UPLOAD_TYPES, PreparedImage, UploadError, display_image, predict_images, prepare_upload,
+from ui.charts.explore import attention_chart, top_k_chart
+from cifar_app.data.formats import data_status
+from ui.png import to_png_bytes
+from cifar_app.analysis.predict import (
+    ACCEPTED_NAMES, FITS, PreparedImage, UPLOAD_TYPES, UploadError, display_image, predict_images, prepare_upload,
 )
 from ui.common import data_dir
 from ui.model_picker import device, get_data, pick_model

@@ -1,7 +1,7 @@
 """The Runs page: every run in the run store, compared, and each one resumed, forked, downloaded, renamed or
 deleted.
 
-Runs are folders on disk (cifar_app.runs), written by this app's job or by any other process, so the page
+Runs are folders on disk (cifar_app.store.runs), written by this app's job or by any other process, so the page
 reads the store on every run and watches it: while a run trains, the table and the curves redraw every few
 seconds in a fragment; otherwise a tiny fragment only compares the store's file times and redraws the page
 when a run appears, ends or writes an epoch.
@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cifar_app import charts, compare, report
-from cifar_app.checkpoints import export_bytes
+from cifar_app.analysis import compare
+from cifar_app.store import report
+from ui.charts import training as charts
+from cifar_app.store.checkpoints import export_bytes
 from cifar_app.config import ConfigError
-from cifar_app.data import DataFormatError, DataNotFound
+from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError
-from cifar_app.jobs import JobBusy, NotResumable
-from cifar_app.lineage import checkpoint_position
-from cifar_app.runs import Run
+from cifar_app.engine.jobs import JobBusy, NotResumable
+from cifar_app.store.lineage import checkpoint_position
+from cifar_app.store.runs import Run
 from ui import common
 
 LIVE_S = 2.0  # while a run trains: redraw the table and the curves

@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from cifar_app.charts import class_balance_chart
-from cifar_app.data import augment, class_counts, denormalize, sample_batch, to_png_bytes
+from ui.charts.explore import class_balance_chart
+from cifar_app.data.loader import augment, class_counts, denormalize, sample_batch
+from ui.png import to_png_bytes
 from ui.model_picker import get_data
 
 BATCH = 100

@@ -1,4 +1,4 @@
-"""Sweeps: a hyperparameter search on Optuna, started, watched and stopped here (cifar_app.sweep).
+"""Sweeps: a hyperparameter search on Optuna, started, watched and stopped here (cifar_app.sweeps).
 
 Trials train in worker processes (`python -m cifar_app.sweep work`), never in this server: a crashing or killed
 trial cannot take the app down, and workers go on training across an app restart. The study lives in the
@@ -15,11 +15,16 @@ import time
 import pandas as pd
 import streamlit as st
 
-from cifar_app import sweep, sweep_charts
+from cifar_app.sweeps import spec as sweep_spec
+from cifar_app.sweeps import views as sweep_views
+from cifar_app.sweeps import worker as sweep_worker
+from ui.charts import sweeps as sweep_charts
 from cifar_app.config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, preset
+from cifar_app import device
 from cifar_app.device import pick_device
-from cifar_app.search_space import FIELD_TYPES, SWEEPABLE, Dimension, SearchSpace, parse_value, suggested
-from cifar_app.sweep import SweepError, SweepSpec, SweepStorage
+from cifar_app.sweeps.space import Dimension, FIELD_TYPES, SearchSpace, SWEEPABLE, parse_value, suggested
+from cifar_app.sweeps.spec import SweepSpec
+from cifar_app.sweeps.storage import SweepError, SweepStorage
 from ui import common
 
 LIVE_S = 2.0  # while trials train: redraw the table and the charts
@@ -66,13 +71,13 @@ def started_here() -> dict[str, list]:
 
 @st.cache_resource(show_spinner=False)
 def gpu_count() -> int:
-    return sweep.gpu_count()
+    return device.gpu_count()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def cached_importances(storage: str, name: str, complete: int, _study) -> tuple[dict[str, float], str]:
     """Importances once per new complete trial (the live view redraws every few seconds)."""
-    return sweep.importances(_study)
+    return sweep_views.importances(_study)
 
 
 # -- a new sweep ------------------------------------------------------------------------------------------
@@ -119,11 +124,11 @@ def start_sweep(spec: SweepSpec, workers: int) -> None:
     """Create the study and start its workers; then watch it (a button's callback, before the page draws)."""
     storage = sweep_storage()
     try:
-        sweep.create_sweep(spec, storage)
+        sweep_spec.create_sweep(spec, storage)
     except SweepError as error:
         st.session_state[NOTICE_KEY] = ("error", str(error))
         return
-    started_here()[spec.name] = sweep.launch_workers(spec.name, storage, workers, gpu_count())
+    started_here()[spec.name] = sweep_worker.launch_workers(spec.name, storage, workers, gpu_count())
     st.session_state[PICK_KEY] = spec.name
     st.session_state[VIEW_KEY] = "Watch"
     st.session_state[NOTICE_KEY] = ("success", f"Started sweep **{spec.name}** with {workers} worker "
@@ -141,7 +146,7 @@ def new_sweep_form() -> None:
     trials = top[2].number_input("Trials", 1, 1000, 20, key="sweep_trials",
                                  help="the budget: trials in all, over every worker (a grid runs at most its size)")
     split = st.columns(4)
-    val_size = split[0].number_input("Validation split (images)", 0, 25_000, sweep.DEFAULT_VAL_SIZE, step=1000,
+    val_size = split[0].number_input("Validation split (images)", 0, 25_000, sweep_spec.DEFAULT_VAL_SIZE, step=1000,
                                      key="sweep_val_size", help="held out of training; the objective is accuracy "
                                                                 "on it, the same images for every trial")
     subset = split[1].number_input("Training subset (0 = all)", 0, 50_000, 0, step=1000, key="sweep_subset",
@@ -150,9 +155,9 @@ def new_sweep_form() -> None:
                                     help=f"worker processes started here: one per GPU ({gpus} here)" if gpus else
                                     "worker processes started here; on a CPU they share its cores, so one is "
                                     "usually fastest. Other machines can add workers with the CLI.")
-    sampler = split[3].segmented_control("Sampler", list(sweep.SAMPLERS), default="tpe", key="sweep_sampler",
+    sampler = split[3].segmented_control("Sampler", list(sweep_spec.SAMPLERS), default="tpe", key="sweep_sampler",
                                          required=True, help=SAMPLER_HELP)
-    pruner = st.segmented_control("Early stopping of poor trials", list(sweep.PRUNERS), default="median",
+    pruner = st.segmented_control("Early stopping of poor trials", list(sweep_spec.PRUNERS), default="median",
                                   key="sweep_pruner", required=True, help=PRUNER_HELP)
     base = preset(preset_name, data_dir=common.data_dir())
     fields = st.multiselect("Hyperparameters to search", list(SWEEPABLE), default=DEFAULT_FIELDS,
@@ -174,13 +179,13 @@ def new_sweep_form() -> None:
 # -- watching a sweep -------------------------------------------------------------------------------------
 
 
-def controls(study, spec: SweepSpec, state: sweep.SweepState) -> None:
+def controls(study, spec: SweepSpec, state: sweep_views.SweepState) -> None:
     """Stop; or, with budget left and no worker, start workers here to go on."""
     starting = [p for p in started_here().get(spec.name, []) if p.poll() is None]
     if state.phase in ("running", "waiting") and st.button("Stop sweep", key="sweep_stop", icon=":material/stop:",
                                                            help="every worker ends its trial within one batch and "
                                                                 "takes no more; the trials' runs stay"):
-        sweep.request_stop(study)
+        sweep_spec.request_stop(study)
         st.rerun()
     if state.phase in ("waiting", "stopped") and state.done < state.budget:
         if starting and state.phase == "waiting":
@@ -188,12 +193,12 @@ def controls(study, spec: SweepSpec, state: sweep.SweepState) -> None:
         elif st.button(f"Go on with {spec.workers} worker(s) here", key="sweep_resume",
                        icon=":material/play_arrow:", help="start worker processes on this machine for the trials "
                                                           "left"):
-            sweep.request_stop(study, False)
-            started_here()[spec.name] = sweep.launch_workers(spec.name, sweep_storage(), spec.workers, gpu_count())
+            sweep_spec.request_stop(study, False)
+            started_here()[spec.name] = sweep_worker.launch_workers(spec.name, sweep_storage(), spec.workers, gpu_count())
             st.rerun()
 
 
-def headline(study, spec: SweepSpec, state: sweep.SweepState) -> None:
+def headline(study, spec: SweepSpec, state: sweep_views.SweepState) -> None:
     st.progress(min(1.0, state.done / max(1, state.budget)), text=state.line())
     cols = st.columns(4)
     cols[0].metric("Trials done", f"{state.done} of {state.budget}")
@@ -219,7 +224,7 @@ def trial_links(row: pd.Series) -> None:
         links[2].caption(f"run `{row['run']}`")
 
 
-def charts(study, spec: SweepSpec, frame: pd.DataFrame, state: sweep.SweepState, selected: int | None) -> None:
+def charts(study, spec: SweepSpec, frame: pd.DataFrame, state: sweep_views.SweepState, selected: int | None) -> None:
     left, right = st.columns(2)
     with left.container(key="sweep_best_chart"):
         st.altair_chart(sweep_charts.best_so_far_chart(frame), width="stretch")
@@ -236,7 +241,7 @@ def charts(study, spec: SweepSpec, frame: pd.DataFrame, state: sweep.SweepState,
             st.markdown("**Hyperparameter importances**")
             st.caption(why)
     with right.container(key="sweep_curves"):
-        curves = pd.DataFrame(sweep.learning_curves(study), columns=["trial", "epoch", "val_acc", "state"])
+        curves = pd.DataFrame(sweep_views.learning_curves(study), columns=["trial", "epoch", "val_acc", "state"])
         st.altair_chart(sweep_charts.curves_chart(curves, state.best.number if state.best else None, selected),
                         width="stretch")
 
@@ -244,17 +249,17 @@ def charts(study, spec: SweepSpec, frame: pd.DataFrame, state: sweep.SweepState,
 def live_view(name: str, live: bool) -> None:
     """The sweep's state, controls, trials table and charts; redrawn every few seconds by its fragment."""
     try:
-        study, spec = sweep.load_sweep(name, sweep_storage())
+        study, spec = sweep_spec.load_sweep(name, sweep_storage())
     except SweepError as error:
         st.error(str(error))
         return
-    sweep.fail_dead_trials(study, common.runs_store())
-    state = sweep.sweep_state(study, spec)
+    sweep_worker.fail_dead_trials(study, common.runs_store())
+    state = sweep_views.sweep_state(study, spec)
     if (state.phase in LIVE_PHASES) != live:
         st.rerun()  # started or ended: redraw the page, which sets the refresh rate
     headline(study, spec, state)
     controls(study, spec, state)
-    rows = sweep.trial_rows(study, spec)
+    rows = sweep_views.trial_rows(study, spec)
     if not rows:
         st.info("No trial yet: the workers load the data and claim the first trials.", icon=":material/hourglass_top:")
         return
@@ -273,7 +278,7 @@ def live_view(name: str, live: bool) -> None:
 
 def watch_section() -> None:
     try:
-        names = sweep.list_sweeps(sweep_storage())
+        names = sweep_spec.list_sweeps(sweep_storage())
     except SweepError as error:
         st.error(str(error))
         return
@@ -289,11 +294,11 @@ def watch_section() -> None:
         st.session_state[PICK_KEY] = names[0]
     name = st.selectbox("Sweep", names, key=PICK_KEY, help="every sweep in the storage, newest first")
     try:
-        study, spec = sweep.load_sweep(name, sweep_storage())
+        study, spec = sweep_spec.load_sweep(name, sweep_storage())
     except SweepError as error:
         st.error(str(error))
         return
-    live = sweep.sweep_state(study, spec).phase in LIVE_PHASES
+    live = sweep_views.sweep_state(study, spec).phase in LIVE_PHASES
     st.fragment(live_view, run_every=LIVE_S if live else WATCH_S)(name, live)
 
 
@@ -309,7 +314,7 @@ if notice:
     getattr(st, notice[0])(notice[1])
 if VIEW_KEY not in st.session_state:
     try:
-        st.session_state[VIEW_KEY] = VIEWS[0] if sweep.list_sweeps(sweep_storage()) else VIEWS[1]
+        st.session_state[VIEW_KEY] = VIEWS[0] if sweep_spec.list_sweeps(sweep_storage()) else VIEWS[1]
     except SweepError:
         st.session_state[VIEW_KEY] = VIEWS[0]  # where the storage's error is shown
 view = st.segmented_control("View", VIEWS, key=VIEW_KEY, required=True, label_visibility="collapsed")

@@ -36,6 +36,11 @@ def available_devices() -> list[str]:
     return ["auto", "cpu", *present]
 
 
+def gpu_count() -> int:
+    """CUDA GPUs this process may use (those CUDA_VISIBLE_DEVICES leaves it): one sweep worker each."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (Intel AMX or AVX512-BF16), rather than emulating it."""
     try:

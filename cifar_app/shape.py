@@ -2,7 +2,7 @@
 
 Parameters, multiply-adds and the memory a training step needs are counted from the architecture alone, so
 the config's validation, the dashboard's model summary and the speed probe can ask about any slider setting
-(a 6-billion-parameter one included) before anything is allocated. model.py builds what `stage_plan` says.
+(a 6-billion-parameter one included) before anything is allocated. model/network.py builds what `stage_plan` says.
 """
 
 from __future__ import annotations

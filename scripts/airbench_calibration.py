@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: the project's engine
 
-from cifar_app.data import CLASSES, load_cifar10  # noqa: E402
+from cifar_app.data.dataset import load_cifar10
+from cifar_app.data.formats import CLASSES
 
 
 def write_airbench_files(data_dir: str, folder: Path) -> str:

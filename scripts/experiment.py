@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from cifar_app.config import TrainConfig  # noqa: E402
-from cifar_app.data import Cifar10  # noqa: E402
-from cifar_app.model import summarize_shape  # noqa: E402
-from cifar_app.train import EpochEvent, train  # noqa: E402
+from cifar_app.data.dataset import Cifar10
+from cifar_app.shape import summarize_shape
+from cifar_app.engine.loop import train
+from cifar_app.events import EpochEvent
 
 
 def common_flags(parser: argparse.ArgumentParser) -> None:

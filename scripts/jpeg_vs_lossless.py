@@ -24,7 +24,7 @@ import torch
 
 from experiment import Outcome, common_flags, mean_spread, run, setup, table, test_sample
 from cifar_app.config import TrainConfig, preset
-from cifar_app.data import Cifar10, load_cifar10
+from cifar_app.data.dataset import Cifar10, load_cifar10
 
 
 def in_original_order(jpeg: Cifar10, original: Cifar10) -> Cifar10:

@@ -17,10 +17,11 @@ import copy
 import torch
 from torch import nn
 
-from cifar_app.checkpoints import load_run_model
-from cifar_app.data import load_cifar10, normalize
+from cifar_app.store.checkpoints import load_run_model
+from cifar_app.data.dataset import load_cifar10
+from cifar_app.data.loader import normalize
 from cifar_app.device import pick_device
-from cifar_app.runs import RunStore
+from cifar_app.store.runs import RunStore
 
 SAMPLE = 10_000
 BATCH = 500

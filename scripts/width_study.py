@@ -19,7 +19,7 @@ import argparse
 
 from experiment import common_flags, run, setup, table, test_sample
 from cifar_app.config import preset
-from cifar_app.data import load_cifar10
+from cifar_app.data.dataset import load_cifar10
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifar_app.config import TrainConfig  # noqa: E402
-from cifar_app.data import CLASSES, Cifar10  # noqa: E402
+from cifar_app.data.dataset import Cifar10
+from cifar_app.data.formats import CLASSES
 
 OFFLINE_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
@@ -113,11 +114,11 @@ def tiny_binary_release(monkeypatch) -> dict[str, tuple[int, str]]:
     """The loader's table of the binary release (records and md5 per file) replaced by `write_binary`'s."""
     import hashlib
 
-    from cifar_app import data
+    from cifar_app.data import formats
 
-    release = {name: (len(content) // data.BINARY_RECORD, hashlib.md5(content).hexdigest())
+    release = {name: (len(content) // formats.BINARY_RECORD, hashlib.md5(content).hexdigest())
                for name, content in binary_files().items()}
-    monkeypatch.setattr(data, "BINARY_RELEASE", release)
+    monkeypatch.setattr(formats, "BINARY_RELEASE", release)
     return release
 
 
@@ -127,7 +128,7 @@ def trained_run(tmp_path):
     once per test session (explore_helpers.trained_runs_dir), so a test may rename, delete or export it."""
     import shutil
 
-    from cifar_app.runs import RunStore
+    from cifar_app.store.runs import RunStore
     from explore_helpers import trained_runs_dir
 
     shutil.copytree(trained_runs_dir(), tmp_path / "runs")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cifar_app.runs import RunStore
-from cifar_app.train import train
+from cifar_app.store.runs import RunStore
+from cifar_app.engine.loop import train
 from conftest import tiny_cifar, tiny_config
 
 

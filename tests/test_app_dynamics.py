@@ -10,8 +10,10 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifar_app import dynamics
-from cifar_app.runs import RunStore
+from cifar_app.analysis import dynamics
+from cifar_app.data.formats import CLASSES
+from cifar_app.store.records import RECORDS_DIR, epoch_file
+from cifar_app.store.runs import RunStore
 from conftest import ROOT
 from explore_helpers import trained_runs_dir
 from test_app_explore import data_dir, fresh_caches  # noqa: F401 (fixtures: tiny data on disk, clean caches)
@@ -84,7 +86,7 @@ def test_the_page_maps_lists_and_follows_the_test_set(data_dir, copied_run):
     at.select_slider(key="dynamics_test_epoch").set_value(2).run()
     at.selectbox(key="dynamics_true").set_value("cat").run()
     at.selectbox(key="dynamics_predicted").set_value("cat").run()
-    cell = dynamics.cell_images(records, 2, dynamics.CLASSES.index("cat"), dynamics.CLASSES.index("cat"))
+    cell = dynamics.cell_images(records, 2, CLASSES.index("cat"), CLASSES.index("cat"))
     assert f"**{len(cell)}** test images of **cat** classified correctly at epoch 2" in text_of(at)
     test_buttons = view_buttons(at, "dynamics_cell_gallery")
     assert [b.label.split(" · ")[0] for b in test_buttons] == [f"#{i}" for i in cell["index"][:24]]
@@ -99,7 +101,7 @@ def test_the_page_maps_lists_and_follows_the_test_set(data_dir, copied_run):
 
 
 def test_a_run_without_a_record_gets_a_sentence_not_an_empty_chart(data_dir, copied_run):
-    shutil.rmtree(copied_run.path / dynamics.RECORDS_DIR)
+    shutil.rmtree(copied_run.path / RECORDS_DIR)
     at = page()
     assert "has no per-image records" in text_of(at) and f"--fork {copied_run.id}" in text_of(at)
     assert not at.get("vega_lite_chart")
@@ -107,7 +109,7 @@ def test_a_run_without_a_record_gets_a_sentence_not_an_empty_chart(data_dir, cop
 
 def test_the_page_follows_a_run_training_in_another_process(data_dir, copied_run):
     # the run "trains" elsewhere: running, alive (this process's pid), its third epoch not yet written
-    last = dynamics.epoch_file(copied_run.path / dynamics.RECORDS_DIR, 3)
+    last = epoch_file(copied_run.path / RECORDS_DIR, 3)
     held = last.read_bytes()
     last.unlink()
     copied_run.claim(heartbeat=time.time(), progress={"epoch": 3, "batch": 2, "batches": 6})

@@ -9,9 +9,12 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from cifar_app import evaluate
-from cifar_app.checkpoints import export_bytes, load_run_model
-from cifar_app.runs import RunStore
+from cifar_app.analysis import metrics
+from cifar_app.analysis.predict import predict
+from cifar_app.data.formats import CLASSES
+from ui import model_picker
+from cifar_app.store.checkpoints import export_bytes, load_run_model
+from cifar_app.store.runs import RunStore
 from conftest import ROOT, tiny_cifar, write_batches
 from explore_helpers import encode, png_header_only, striped, trained_runs_dir
 
@@ -57,7 +60,7 @@ def engine_predictions(run):
     loaded = load_run_model(run, "best")
     assert loaded.config.tta_flip
     data = tiny_cifar()
-    return evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"), tta_flip=True)
+    return predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"), tta_flip=True)
 
 
 def app() -> AppTest:
@@ -92,7 +95,7 @@ def test_samples_shows_a_batch_filters_draws_again_and_previews_augmentation(dat
     at = page("samples")
     grid = captions(at)[0]
     assert len(grid) == 100 and grid[0].startswith("1 · ")
-    assert {c.split(" · ")[1] for c in grid} <= set(evaluate.CLASSES)
+    assert {c.split(" · ")[1] for c in grid} <= set(CLASSES)
 
     at.radio(key="samples_split").set_value("test").run()
     at.multiselect(key="samples_classes").set_value(["cat"]).run()
@@ -143,12 +146,12 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
 
     # the pair pickers (which a click on the chart fills) open that cell's images, most confident first
     preds = engine_predictions(run)
-    pair = evaluate.most_confused(preds, n=1).iloc[0]
+    pair = metrics.most_confused(preds, n=1).iloc[0]
     assert at.selectbox(key="evaluate_true").value == pair["true"]  # the most confused pair by default
     for true, predicted in [("cat", "cat"), (pair["true"], pair["predicted"])]:
         at.selectbox(key="evaluate_true").set_value(true).run()
         at.selectbox(key="evaluate_predicted").set_value(predicted).run()
-        cell = evaluate.select(preds, evaluate.CLASSES.index(true), evaluate.CLASSES.index(predicted))
+        cell = metrics.select(preds, CLASSES.index(true), CLASSES.index(predicted))
         verb = "classified correctly" if true == predicted else f"predicted as **{predicted}**"
         assert f"**{len(cell)}** test images of **{true}** {verb}" in text_of(at)
         shown = gallery_captions(at, "evaluate_cell_gallery")
@@ -158,7 +161,7 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
     assert not at.exception
 
     at.selectbox(key="evaluate_mistake_true").set_value(pair["true"]).run()
-    wrong = evaluate.mistakes(preds, true=evaluate.CLASSES.index(pair["true"]))
+    wrong = metrics.mistakes(preds, true=CLASSES.index(pair["true"]))
     assert f"**{len(wrong)}** mistakes" in text_of(at)
     mistake_captions = gallery_captions(at, "evaluate_mistakes_gallery")
     assert len(mistake_captions) == min(24, len(wrong))
@@ -176,13 +179,13 @@ def test_evaluate_shows_accuracy_tables_a_confusion_cell_mistakes_and_the_csv(da
 
 def test_evaluate_predicts_the_test_set_once_per_model(data_dir, runs_dir, monkeypatch):
     calls = []
-    real = evaluate.predict
+    real = predict
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "predict", counting)
+    monkeypatch.setattr(model_picker, "predict", counting)
     at = page("evaluate")
     at.radio(key="evaluate_normalized").set_value("share of the true class").run()
     at.selectbox(key="evaluate_true").set_value("dog").run()
@@ -261,9 +264,9 @@ def test_predict_gives_every_shape_its_own_card(no_data, runs_dir, fit):
 
 
 def test_one_cards_failure_leaves_the_others_their_cards(no_data, runs_dir, monkeypatch):
-    from cifar_app import charts
+    from ui.charts import explore
 
-    real, calls = charts.attention_chart, []
+    real, calls = explore.attention_chart, []
 
     def second_fails(weights):
         calls.append(1)
@@ -271,7 +274,7 @@ def test_one_cards_failure_leaves_the_others_their_cards(no_data, runs_dir, monk
             raise RuntimeError("a chart bug")
         return real(weights)
 
-    monkeypatch.setattr(charts, "attention_chart", second_fails)
+    monkeypatch.setattr(explore, "attention_chart", second_fails)
     at = page("predict")
     files = strips()[:3]
     at.file_uploader(key="predict_files").set_value(files).run()
@@ -302,7 +305,7 @@ def mislabelled_data_dir(data_dir):
 @pytest.mark.parametrize("true, words", [("airplane", "it is an airplane"), ("cat", "it is a cat")])
 def test_a_wrong_answer_names_the_true_class_in_words(mislabelled_data_dir, runs_dir, true, words):
     preds = engine_predictions(RunStore(runs_dir).runs()[0])
-    label = evaluate.CLASSES.index(true)
+    label = CLASSES.index(true)
     index = next(i for i in range(len(preds)) if (preds.labels[i] + 1) % 10 == label != preds.predicted[i])
     at = page("predict")
     at.session_state["predict_random_index"] = index  # what "Try a random test image" sets
@@ -316,14 +319,14 @@ def test_predict_gives_a_test_image_the_answer_evaluate_gives_it(data_dir, runs_
     preds = engine_predictions(run)
     loaded = load_run_model(run, "best")
     data = tiny_cifar()
-    without_flip = evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
+    without_flip = predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"))
     # an image whose shown answer differs when the flip is left out
     index = next(i for i in range(len(preds)) if f"{preds.confidence[i]:.1%}" != f"{without_flip.confidence[i]:.1%}")
     at = page("predict")
     at.session_state["predict_random_index"] = index
     at.run()
     answer = next(m.value for m in at.markdown if m.value.startswith(f"**test image #{index}**"))
-    assert f"→ **{evaluate.CLASSES[preds.predicted[index]]}** ({preds.confidence[index]:.1%})" in answer
+    assert f"→ **{CLASSES[preds.predicted[index]]}** ({preds.confidence[index]:.1%})" in answer
 
 
 def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):

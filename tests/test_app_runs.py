@@ -19,11 +19,11 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from cifar_app import bench
-from cifar_app.data import CLASSES
-from cifar_app.runs import RunStore
+from cifar_app.engine import speed
+from cifar_app.data.formats import CLASSES
+from cifar_app.store.runs import RunStore
 from cifar_app.events import EpochEvent
-from cifar_app.train import train
+from cifar_app.engine.loop import train
 from conftest import ROOT, tiny_cifar, tiny_config, write_batches
 from ui import common
 
@@ -36,7 +36,7 @@ def env(tmp_path, monkeypatch):
     write_batches(tmp_path / "data")
     monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(bench, "measure_images_per_s", lambda config, device, batches=3: 500.0)
+    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3: 500.0)
     st.cache_resource.clear()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -13,9 +13,13 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from cifar_app import sweep
-from cifar_app.search_space import SearchSpace
-from cifar_app.sweep import SweepSpec, SweepStorage
+import socket
+
+from cifar_app.sweeps import spec as sweep_spec
+from cifar_app.sweeps import worker as sweep_worker
+from cifar_app.sweeps.space import SearchSpace
+from cifar_app.sweeps.spec import SweepSpec
+from cifar_app.sweeps.storage import SweepStorage
 from conftest import ROOT, write_batches
 
 SWEEPS = "app_pages/sweeps.py"
@@ -30,7 +34,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("CIFAR_SWEEP_STORAGE", raising=False)
     launched = []
-    monkeypatch.setattr(sweep, "launch_workers", lambda name, storage, count, gpus=0, terminal=False:
+    monkeypatch.setattr(sweep_worker, "launch_workers", lambda name, storage, count, gpus=0, terminal=False:
                         launched.append((name, count)) or [])
     st.cache_resource.clear()
     st.cache_data.clear()
@@ -55,8 +59,8 @@ def finished_sweep(tmp_path, name: str = "done", trials: int = 3) -> SweepSpec:
     spec = SweepSpec.from_preset(name, "quick", SearchSpace.from_flags(["lr=1e-3:1e-2:log"]),
                                  data_dir=str(tmp_path / "data"), val_size=50, settings=TINY, trials=trials,
                                  pruner="none")
-    sweep.create_sweep(spec, storage)
-    sweep.work(name, storage)
+    sweep_spec.create_sweep(spec, storage)
+    sweep_worker.work(name, storage)
     return spec
 
 
@@ -84,7 +88,7 @@ def test_the_form_refuses_an_impossible_search_and_starts_a_valid_one(env):
     assert launched == [("first", 1)] and not at.exception
     assert at.segmented_control(key="sweeps_view").value == "Watch" and "Started sweep **first**" in texts(at)
     assert at.selectbox(key="sweep_pick").value == "first"
-    spec = sweep.load_sweep("first", SweepStorage(tmp_path / "runs"))[1]
+    spec = sweep_spec.load_sweep("first", SweepStorage(tmp_path / "runs"))[1]
     assert (spec.trials, spec.base.val_size, spec.space.names, spec.base.records) == (3, 100, ["lr"], False)
 
     at.segmented_control(key="sweeps_view").set_value("New sweep").run()
@@ -96,7 +100,7 @@ def test_the_form_refuses_an_impossible_search_and_starts_a_valid_one(env):
 def test_the_live_view_shows_trials_best_test_accuracy_charts_and_links(env):
     tmp_path, launched = env
     finished_sweep(tmp_path)
-    study, spec = sweep.load_sweep("done", SweepStorage(tmp_path / "runs"))
+    study, spec = sweep_spec.load_sweep("done", SweepStorage(tmp_path / "runs"))
     at = page()
     assert not at.exception and at.segmented_control(key="sweeps_view").value == "Watch"
     table = at.dataframe[0].value
@@ -130,17 +134,17 @@ def test_stop_and_go_on_and_a_dead_worker_s_trial_fails(env):
     storage = SweepStorage(tmp_path / "runs")
     spec = SweepSpec.from_preset("idle", "quick", SearchSpace.from_flags(["lr=1e-3:1e-2:log"]),
                                  data_dir=str(tmp_path / "data"), val_size=50, settings=TINY, trials=2, workers=2)
-    study = sweep.create_sweep(spec, storage)
+    study = sweep_spec.create_sweep(spec, storage)
     gone = subprocess.Popen(["true"])
     gone.wait()
     trial = study.ask()  # a worker claimed it, then died before its run began
-    trial.set_user_attr("worker", {"host": sweep.socket.gethostname(), "pid": gone.pid, "pid_start": "1"})
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": gone.pid, "pid_start": "1"})
     at = page()
     assert not at.exception
     table = at.dataframe[0].value
     assert table["state"].tolist() == ["failed"] and f"its worker (pid {gone.pid}) died" in table["reason"][0]
     assert "Waiting for workers: 0 of 2 trials done" in at.get("progress")[0].proto.text
     at.button(key="sweep_stop").click().run()
-    assert sweep.stop_requested(study) and "Stopped" in at.get("progress")[0].proto.text
+    assert sweep_spec.stop_requested(study) and "Stopped" in at.get("progress")[0].proto.text
     at.button(key="sweep_resume").click().run()
-    assert not sweep.stop_requested(study) and launched == [("idle", 2)]
+    assert not sweep_spec.stop_requested(study) and launched == [("idle", 2)]

@@ -17,12 +17,11 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from cifar_app import bench, jobs
-from cifar_app import data as cifar_data
+from cifar_app.engine import jobs, speed
+from ui import common
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
 from cifar_app.shape import summarize_shape
 from conftest import ROOT, write_batches
-from ui import common
 
 TIMEOUT = 60
 TINY = {"blocks": 3, "width": 8, "k": 2, "batch_size": 32, "epochs": 2, "lr": 3e-3}
@@ -36,7 +35,7 @@ def env(tmp_path, monkeypatch):
     write_batches(data_dir)
     monkeypatch.setenv("CIFAR_DATA_DIR", str(data_dir))
     monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(bench, "measure_images_per_s", lambda config, device, batches=3: 500.0)
+    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3: 500.0)
     st.cache_resource.clear()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model gains nothing from threads, and they spin when the cores are shared
@@ -112,7 +111,7 @@ def test_choosing_a_preset_fills_in_its_values(env):
 
 def test_every_slider_at_its_end_is_refused_without_building_the_network(env, monkeypatch):
     probed = []
-    monkeypatch.setattr(bench, "measure_images_per_s", lambda config, device, batches=3: probed.append(config) or 1.0)
+    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3: probed.append(config) or 1.0)
     at = set_widgets(app().run(), blocks=30, k=16, width=256)  # 5,968 M parameters
     assert not at.exception and at.button(key="start").disabled
     assert "M parameters, more than the 200 M this app trains" in texts(at)
@@ -215,7 +214,7 @@ def test_without_data_the_sidebar_offers_a_download_with_progress(env, monkeypat
             reported.append(done)
         return write_batches(root)
 
-    monkeypatch.setattr(cifar_data, "download_cifar10", fake_download)
+    monkeypatch.setattr(common, "download_cifar10", fake_download)
     at = app().run()
     assert at.button(key="start").disabled and "there is no CIFAR-10 under" in texts(at)
     assert "No CIFAR-10 under" in "\n".join(str(w.value) for w in at.sidebar.warning)

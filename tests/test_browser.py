@@ -41,7 +41,7 @@ def test_a_tiny_run_draws_its_accuracy_curve_live(app_url):
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1700})
             page.goto(app_url)
-            page.get_by_text("Start training").wait_for(timeout=90_000)
+            page.get_by_role("button", name="Start training").wait_for(timeout=90_000)
             page.wait_for_selector(IDLE, timeout=90_000)
             assert page.locator("[data-testid='stException']").count() == 0
             assert "CIFAR-10 ready" in page.locator("[data-testid='stSidebar']").inner_text()
@@ -87,7 +87,8 @@ def fill(page, key: str, value: str) -> None:
 
 
 def test_a_sweep_started_on_the_page_shows_its_trials_as_they_arrive(app_url, tmp_path):
-    from cifar_app import sweep
+    from cifar_app.sweeps import spec as sweep_spec
+    from cifar_app.sweeps.storage import SweepStorage
 
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_api.sync_playwright() as p:
@@ -116,6 +117,6 @@ def test_a_sweep_started_on_the_page_shows_its_trials_as_they_arrive(app_url, tm
             page.screenshot(path=str(ARTIFACTS / "browser-sweep-finished.png"), full_page=True)
         finally:
             browser.close()
-            storage = sweep.SweepStorage(tmp_path / "runs")
-            for name in sweep.list_sweeps(storage):  # a failed test leaves no worker training
-                sweep.request_stop(sweep.load_sweep(name, storage)[0])
+            storage = SweepStorage(tmp_path / "runs")
+            for name in sweep_spec.list_sweeps(storage):  # a failed test leaves no worker training
+                sweep_spec.request_stop(sweep_spec.load_sweep(name, storage)[0])

@@ -9,14 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_app import charts, compare
+from cifar_app.analysis import compare
+from ui.charts import training as charts
 from cifar_app.config import ConfigError
-from cifar_app.jobs import JobManager, NotResumable
-from cifar_app.lineage import branch_epoch, checkpoint_position, fork_problems, fork_warnings
-from cifar_app.report import runs_table
-from cifar_app.runs import RunStore, process_start
+from cifar_app.engine.jobs import JobManager, NotResumable
+from cifar_app.store.lineage import branch_epoch, checkpoint_position, fork_problems, fork_warnings
+from cifar_app.store.report import runs_table
+from cifar_app.store.liveness import process_start
+from cifar_app.store.runs import RunStore
 from cifar_app.events import EpochEvent, ResumeEvent
-from cifar_app.train import train
+from cifar_app.engine.loop import train
 from conftest import tiny_config
 
 
@@ -213,7 +215,7 @@ def test_the_job_forks_a_run_and_names_where_it_came_from(family, tiny_data):
 
 
 def test_the_cli_forks_from_the_parent_recipe(family, tmp_path):
-    from cifar_app.train import main
+    from cifar_app.engine.cli import main
     from conftest import write_batches
 
     store, parent, _, _ = family

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cifar_app.config import ConfigError, TrainConfig, matching_preset, preset
-from cifar_app.train import build_parser
+from cifar_app.engine.cli import build_parser
 
 
 def test_defaults_are_the_coursework_recipe():

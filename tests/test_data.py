@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_app import data as data_module
-from cifar_app.data import (
-    CLASSES, DataFormatError, DataNotFound, TensorLoader, augment, cache_path, class_counts, load_cifar10, locate,
-    normalize, random_crop_flip, sample_batch, split_train_val, torchvision_loader,
+from cifar_app.data import dataset, formats
+from cifar_app.data.dataset import cache_path, load_cifar10
+from cifar_app.data.formats import CLASSES, DataFormatError, DataNotFound, locate
+from cifar_app.data.loader import (
+    TensorLoader, augment, class_counts, normalize, random_crop_flip, sample_batch, split_train_val, torchvision_loader,
 )
 from conftest import make_images, write_batches, write_binary, write_folder
 
@@ -217,13 +218,13 @@ def test_the_lossless_releases_come_before_an_image_folder(tmp_path, tiny_binary
 
 
 def test_the_published_release_is_what_the_loader_checks():
-    assert set(data_module.BINARY_RELEASE) == {f"data_batch_{i}.bin" for i in range(1, 6)} | {"test_batch.bin"}
-    assert all(records * data_module.BINARY_RECORD == 30_730_000 for records, _ in data_module.BINARY_RELEASE.values())
-    assert data_module.BINARY_RELEASE["test_batch.bin"][1] == "803d5f7f4d78ea53de84dbe85f74fb6d"
+    assert set(formats.BINARY_RELEASE) == {f"data_batch_{i}.bin" for i in range(1, 6)} | {"test_batch.bin"}
+    assert all(records * formats.BINARY_RECORD == 30_730_000 for records, _ in formats.BINARY_RELEASE.values())
+    assert formats.BINARY_RELEASE["test_batch.bin"][1] == "803d5f7f4d78ea53de84dbe85f74fb6d"
 
 
 def _cli(capsys, root) -> tuple[int, str]:
-    code = data_module.main(["--data-dir", str(root)])
+    code = dataset.main(["--data-dir", str(root)])
     return code, capsys.readouterr().out
 
 

@@ -1,4 +1,4 @@
-"""Per-image records of training (cifar_app.dynamics): what the loop writes, what the analysis reads from it."""
+"""Per-image records of training (engine.recorder writes them, analysis.dynamics reads them): what the loop writes, what the analysis reads from it."""
 
 import io
 import threading
@@ -9,15 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_app import dynamics
-from cifar_app.dynamics import (
-    changed_predictions, forgetting, image_table, likely_mislabelled, load_records, class_accuracy_over_epochs,
-    cell_images, confusion_at, trajectory,
+from cifar_app.analysis import dynamics
+from cifar_app.data.formats import CLASSES
+from cifar_app.analysis.dynamics import (
+    cell_images, changed_predictions, class_accuracy_over_epochs, confusion_at, forgetting, image_table, likely_mislabelled, load_records, trajectory,
 )
-from cifar_app.dynamics_charts import map_density, map_sample, tile_png
+from ui.charts.dynamics import map_density, map_sample
+from ui.png import tile_png
 from cifar_app.events import BatchEvent, EvalEvent
-from cifar_app.runs import RunStore
-from cifar_app.train import train
+from cifar_app.store.runs import RunStore
+from cifar_app.engine.loop import train
 from conftest import tiny_cifar, tiny_config
 
 
@@ -66,7 +67,7 @@ def test_the_likely_mislabelled_list_finds_flipped_labels(tmp_path):
     # what the model thinks they are: the class the flip took them from, for most of them
     originals = tiny_cifar(train_per_class=30, test_per_class=2).train_labels
     hits = top[top["index"].isin(flipped)]
-    agree = np.mean([dynamics.CLASSES.index(r["looks_like"]) == originals[r["index"]] for _, r in hits.iterrows()])
+    agree = np.mean([CLASSES.index(r["looks_like"]) == originals[r["index"]] for _, r in hits.iterrows()])
     assert agree >= 0.8
 
 
@@ -155,7 +156,7 @@ def test_the_test_set_over_epochs(tmp_path):
     cells = confusion_at(records, 2)
     assert cells["count"].sum() == 100 and len(cells) == 100
     predicted = records.test_pred[1]
-    cat = dynamics.CLASSES.index("cat")
+    cat = CLASSES.index("cat")
     cell = cell_images(records, 2, cat, cat)
     assert sorted(cell["index"]) == list(np.flatnonzero((records.test_labels == cat) & (predicted == cat)))
     assert cell["p_true"].is_monotonic_increasing
@@ -167,7 +168,7 @@ def test_the_test_set_over_epochs(tmp_path):
                                  "broken" if row["before"] == row["label"] else "switched")
     path = trajectory(records, "test", 0)
     assert path["epoch"].tolist() == [1, 2, 3]
-    assert path["predicted"].tolist() == [dynamics.CLASSES[c] for c in records.test_pred[:, 0]]
+    assert path["predicted"].tolist() == [CLASSES[c] for c in records.test_pred[:, 0]]
     assert trajectory(records, "train", 10_000).empty  # not in this run's training images
 
 

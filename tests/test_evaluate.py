@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_app import charts
-from cifar_app.checkpoints import load_run_model
-from cifar_app.evaluate import (
-    Predictions, confusion_frame, confusion_matrix, describe_top, mistakes, most_confused,
-    normalize_rows, per_class_metrics, predict, predictions_csv, select, top_k,
+from ui.charts import explore as charts
+from cifar_app.store.checkpoints import load_run_model
+from cifar_app.analysis.metrics import (
+    Predictions, confusion_frame, confusion_matrix, describe_top, mistakes, most_confused, normalize_rows, per_class_metrics, predictions_csv, select, top_k,
 )
-from cifar_app.runs import RunStore
+from cifar_app.analysis.predict import predict
+from cifar_app.store.runs import RunStore
 from conftest import tiny_cifar
 from explore_helpers import trained_runs_dir
 

@@ -6,11 +6,11 @@ import time
 import pytest
 import torch
 
-from cifar_app import jobs
+from cifar_app.engine import jobs
 from cifar_app.config import ConfigError
-from cifar_app.data import DataNotFound
-from cifar_app.jobs import JobBusy, JobManager
-from cifar_app.runs import RunStore
+from cifar_app.data.formats import DataNotFound
+from cifar_app.engine.jobs import JobBusy, JobManager
+from cifar_app.store.runs import RunStore
 from conftest import tiny_cifar, tiny_config
 
 

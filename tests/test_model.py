@@ -3,7 +3,9 @@ import torch
 
 from cifar_app.config import TrainConfig
 from cifar_app.config import ConfigError
-from cifar_app.model import IMPLEMENTATIONS, DynamicConv2d, DynamicConvNet, build_model, dynamic_conv, init_weights, summarize
+from cifar_app.model.network import (
+    DynamicConv2d, DynamicConvNet, IMPLEMENTATIONS, build_model, dynamic_conv, init_weights, summarize,
+)
 from cifar_app.shape import stage_plan, summarize_shape
 
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_app import evaluate
-from cifar_app.checkpoints import load_run_model
-from cifar_app.predict import (
+from cifar_app.analysis import predict as predicting
+from cifar_app.store.checkpoints import load_run_model
+from cifar_app.analysis.predict import (
     DISPLAY_SIDE, MAX_PIXELS, MIN_DISPLAY_SIDE, UploadError, display_image, predict_images, prepare_upload, to_square,
 )
-from cifar_app.runs import RunStore
+from cifar_app.store.runs import RunStore
 from conftest import tiny_cifar
 from explore_helpers import encode, png_header_only, striped, trained_runs_dir
 
@@ -212,7 +212,7 @@ def test_predict_images_gives_a_flip_tta_run_the_probabilities_its_evaluation_gi
     loaded = load_run_model(RunStore(trained_runs_dir()).runs()[0], "best")
     assert loaded.config.tta_flip
     data = tiny_cifar()
-    evaluated = evaluate.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"),
+    evaluated = predicting.predict(loaded.model, data.test_images, data.test_labels, torch.device("cpu"),
                                  tta_flip=True).probs
     shown = predict_images(loaded.model, data.test_images, tta_flip=loaded.config.tta_flip)
     assert np.allclose(shown.probs, evaluated, atol=1e-6)

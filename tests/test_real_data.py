@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_app.data import CLASSES, class_counts, load_cifar10, locate
+from cifar_app.data.dataset import load_cifar10
+from cifar_app.data.formats import CLASSES, locate
+from cifar_app.data.loader import class_counts
 from conftest import OFFLINE_ARCHIVE, ROOT
 
 pytestmark = pytest.mark.realdata

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from cifar_app.config import PRESETS, TrainConfig, preset
-from cifar_app.evaluate import predict_logits
-from cifar_app.model import build_model
-from cifar_app.schedule import attention_temperature
-from cifar_app.step import make_optimizer
-from cifar_app.train import train
+from cifar_app.engine.evaluation import predict_logits
+from cifar_app.model.network import build_model
+from cifar_app.engine.schedule import attention_temperature
+from cifar_app.model.step import make_optimizer
+from cifar_app.engine.loop import train
 from conftest import tiny_config
 
 INGREDIENTS = {

@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from cifar_app.atomic import atomic_write_json, atomic_write_text
-from cifar_app.checkpoints import CheckpointError, export_bytes, load_model_file, load_run_model
-from cifar_app.report import markdown, run_row, runs_table
-from cifar_app.runs import Run, RunStore, process_alive, process_start
-from cifar_app.train import main, train
+from cifar_app.store.checkpoints import CheckpointError, export_bytes, load_model_file, load_run_model
+from cifar_app.store.report import markdown, run_row, runs_table
+from cifar_app.store.liveness import process_alive, process_start
+from cifar_app.store.runs import Run, RunStore
+from cifar_app.engine.cli import main
+from cifar_app.engine.loop import train
 from conftest import ROOT, tiny_config, write_batches
 
 
@@ -214,3 +216,25 @@ def test_run_files_are_readable_by_the_other_users_of_a_shared_runs_folder(tmp_p
     target = tmp_path / "meta.json"
     atomic_write_json(target, {"status": "running"})
     assert target.stat().st_mode & 0o777 == 0o644  # not the private 0600 of a temporary file
+
+
+def test_the_runs_page_and_a_sweep_judge_a_remote_run_by_the_same_rule(tmp_path):
+    """One rule (store.liveness) for both: a run written from another host is alive while its heartbeat is fresh
+    and dead once it is older than the allowance, whether the Runs page or a sweep's claim asks."""
+    import optuna
+
+    from cifar_app.store.liveness import STALE_AFTER_S
+    from cifar_app.sweeps.worker import dead_reason
+
+    store = RunStore(tmp_path)
+    run = store.create(tiny_config(name="remote"), {}, name="remote")
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    trial.set_user_attr("worker", {"host": "another-host", "pid": 4242, "pid_start": "1"})
+    trial.set_user_attr("run_id", run.id)
+    verdicts = []
+    for age in (5.0, STALE_AFTER_S / 2, STALE_AFTER_S + 5):
+        run.update_meta(host="another-host", pid=4242, pid_start="1", heartbeat=time.time() - age)
+        frozen = study._storage.get_trial(trial._trial_id)
+        verdicts.append((run.status(), dead_reason(frozen, store) is not None))
+    assert verdicts == [("running", False), ("running", False), ("interrupted", True)]

@@ -15,11 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_app import sweep
+from optuna.trial import TrialState
+
+from cifar_app.sweeps import cli as sweep_cli
+from cifar_app.sweeps import spec as sweep_spec
+from cifar_app.sweeps import views as sweep_views
+from cifar_app.sweeps import worker as sweep_worker
 from cifar_app.config import TrainConfig
-from cifar_app.runs import RunStore
-from cifar_app.search_space import Dimension, SearchSpace, SpaceError
-from cifar_app.sweep import SweepError, SweepSpec, SweepStorage
+from cifar_app.store.runs import RunStore
+from cifar_app.sweeps.space import Dimension, SearchSpace, SpaceError
+from cifar_app.sweeps.spec import SweepSpec
+from cifar_app.sweeps.storage import SweepError, SweepStorage
 from conftest import ROOT, write_batches
 
 TINY = dict(blocks=3, width=8, k=2, epochs=3, batch_size=32, device="cpu", val_size=100, records=False)
@@ -49,7 +55,7 @@ def tiny_spec(data_dir: Path, name: str = "tiny", space: dict | None = None, **c
 
 
 def states(study) -> list[str]:
-    return [sweep.STATE_NAMES[t.state] for t in study.get_trials()]
+    return [sweep_spec.STATE_NAMES[t.state] for t in study.get_trials()]
 
 
 # -- the search space and the spec refuse what cannot run, and nothing starts ---------------------------------
@@ -90,8 +96,8 @@ def test_flags_and_files_read_the_same_space(tmp_path):
 def test_bad_sweeps_are_refused_and_nothing_starts(tmp_path, data_dir):
     storage = SweepStorage(tmp_path / "runs")
     with pytest.raises(SweepError, match="no sweep named 'nosuch'"):
-        sweep.load_sweep("nosuch", storage)
-    assert sweep.list_sweeps(storage) == [] and not (tmp_path / "runs").exists()  # looking wrote nothing
+        sweep_spec.load_sweep("nosuch", storage)
+    assert sweep_spec.list_sweeps(storage) == [] and not (tmp_path / "runs").exists()  # looking wrote nothing
     for spec, expected in [
         (tiny_spec(data_dir, base={"val_size": 0}), "hold out a validation split"),
         (tiny_spec(data_dir, sampler="grid"), "grid search needs a finite space"),
@@ -99,15 +105,15 @@ def test_bad_sweeps_are_refused_and_nothing_starts(tmp_path, data_dir):
         (tiny_spec(data_dir, name="two words"), "sweep name 'two words'"),
     ]:
         with pytest.raises(SweepError, match=expected):
-            sweep.create_sweep(spec, storage)
-    assert sweep.list_sweeps(storage) == []
-    sweep.create_sweep(tiny_spec(data_dir), storage)
+            sweep_spec.create_sweep(spec, storage)
+    assert sweep_spec.list_sweeps(storage) == []
+    sweep_spec.create_sweep(tiny_spec(data_dir), storage)
     with pytest.raises(SweepError, match="a sweep named 'tiny' already exists"):
-        sweep.create_sweep(tiny_spec(data_dir, trials=9), storage)
-    assert sweep.load_sweep("tiny", storage)[1].trials == 4  # the first one stands
+        sweep_spec.create_sweep(tiny_spec(data_dir, trials=9), storage)
+    assert sweep_spec.load_sweep("tiny", storage)[1].trials == 4  # the first one stands
     unreachable = SweepStorage(tmp_path / "runs", "postgresql://user:secret@127.0.0.1:9/sweeps")
     with pytest.raises(SweepError, match=r"cannot reach the sweep storage postgresql://user:\*\*\*@127.0.0.1:9") as e:
-        sweep.create_sweep(tiny_spec(data_dir, name="elsewhere"), unreachable)
+        sweep_spec.create_sweep(tiny_spec(data_dir, name="elsewhere"), unreachable)
     assert "secret" not in str(e.value)
     with pytest.raises(SweepError, match="unsupported sweep storage"):
         SweepStorage(tmp_path, "mysql://db/sweeps").open()
@@ -122,13 +128,13 @@ def test_a_tiny_sweep_completes_prunes_and_fails_its_trials_and_each_is_a_run(tm
     pruned after its first epoch (below the median of the two), and one that diverges fails with its reason."""
     space = {"lr": {"low": 1e-7, "high": 10.0, "log": True}, "optimizer": ["adam", "sgd"], "momentum": [0.9, 0.99]}
     storage = SweepStorage(tmp_path / "runs")
-    study = sweep.create_sweep(tiny_spec(data_dir, space=space, pruner="median", prune_startup=2), storage)
+    study = sweep_spec.create_sweep(tiny_spec(data_dir, space=space, pruner="median", prune_startup=2), storage)
     for lr, optimizer, momentum in [(3e-3, "adam", 0.9), (5e-3, "adam", 0.9), (1e-7, "adam", 0.9), (10.0, "sgd", 0.99)]:
         study.enqueue_trial({"lr": lr, "optimizer": optimizer, "momentum": momentum})
     lines = []
-    ran = sweep.work("tiny", storage, echo=lines.append)
+    ran = sweep_worker.work("tiny", storage, echo=lines.append)
 
-    study, spec = sweep.load_sweep("tiny", storage)
+    study, spec = sweep_spec.load_sweep("tiny", storage)
     trials = study.get_trials()
     assert ran == {"complete": 2, "pruned": 1, "failed": 1}
     assert states(study) == ["complete", "complete", "pruned", "failed"]
@@ -149,14 +155,14 @@ def test_a_tiny_sweep_completes_prunes_and_fails_its_trials_and_each_is_a_run(tm
     assert study.best_trial.value == max(best_val.values())
     assert study.best_trial.user_attrs["test_acc"] == runs[study.best_trial.number].meta()["best_test_acc"]
 
-    state = sweep.sweep_state(study, spec)
+    state = sweep_views.sweep_state(study, spec)
     assert (state.phase, state.done, state.best.number) == ("finished", 4, study.best_trial.number)
-    rows = sweep.trial_rows(study, spec)
+    rows = sweep_views.trial_rows(study, spec)
     assert [r["epochs"] for r in rows] == ["3/3", "3/3", "1/3", "0/3"] and rows[0]["run"] == runs[0].id
-    board = "\n".join(sweep.leaderboard_lines(study, spec))
+    board = "\n".join(sweep_views.leaderboard_lines(study, spec))
     assert f"best: trial {study.best_trial.number}" in board and "its test accuracy" in board
     assert any(line.startswith("trial 2 pruned") for line in lines)
-    assert sweep.work("tiny", storage) == {}  # the budget is spent: a late worker takes nothing
+    assert sweep_worker.work("tiny", storage) == {}  # the budget is spent: a late worker takes nothing
 
 
 def test_a_grid_runs_each_point_once_however_many_trials_are_asked_under_hyperband(tmp_path, data_dir):
@@ -164,53 +170,53 @@ def test_a_grid_runs_each_point_once_however_many_trials_are_asked_under_hyperba
     storage = SweepStorage(tmp_path / "runs")
     spec = tiny_spec(data_dir, space=space, sampler="grid", pruner="hyperband", trials=10, base={"epochs": 2})
     assert spec.budget == 4  # the grid's size, not the 10 trials asked for
-    sweep.create_sweep(spec, storage)
-    sweep.work("tiny", storage)
-    study, _ = sweep.load_sweep("tiny", storage)
+    sweep_spec.create_sweep(spec, storage)
+    sweep_worker.work("tiny", storage)
+    study, _ = sweep_spec.load_sweep("tiny", storage)
     points = sorted((t.params["lr"], t.params["label_smoothing"]) for t in study.trials)
     assert points == [(1e-7, 0.0), (1e-7, 0.1), (3e-3, 0.0), (3e-3, 0.1)]
     assert set(states(study)) <= {"complete", "pruned"} and "complete" in states(study)
 
 
 def test_stop_ends_the_running_trial_within_a_batch_and_no_other_starts(tmp_path, data_dir, monkeypatch):
-    monkeypatch.setattr(sweep, "STOP_CHECK_S", 0.05)
+    monkeypatch.setattr(sweep_worker, "STOP_CHECK_S", 0.05)
     storage = SweepStorage(tmp_path / "runs")
-    study = sweep.create_sweep(tiny_spec(data_dir, base={"epochs": 40}), storage)
+    study = sweep_spec.create_sweep(tiny_spec(data_dir, base={"epochs": 40}), storage)
     done = []
-    worker = threading.Thread(target=lambda: done.append(sweep.work("tiny", storage)), daemon=True)
+    worker = threading.Thread(target=lambda: done.append(sweep_worker.work("tiny", storage)), daemon=True)
     worker.start()
     deadline = time.monotonic() + 60
     while not any(t.intermediate_values for t in study.get_trials()):
         assert time.monotonic() < deadline and worker.is_alive()
         time.sleep(0.05)
-    sweep.request_stop(study)
+    sweep_spec.request_stop(study)
     worker.join(timeout=10)
     assert not worker.is_alive() and done == [{"failed": 1}]
     (trial,) = study.get_trials()
     assert "the sweep was stopped during epoch" in trial.user_attrs["reason"]
     assert trial.user_attrs["epochs_done"] < 5
-    state = sweep.sweep_state(study, sweep.load_sweep("tiny", storage)[1])
+    state = sweep_views.sweep_state(study, sweep_spec.load_sweep("tiny", storage)[1])
     assert (state.phase, state.done) == ("stopped", 0)  # the interrupted trial leaves its slot of the budget
-    sweep.request_stop(study, False)
-    assert sweep.sweep_state(study, sweep.load_sweep("tiny", storage)[1]).phase == "waiting"
+    sweep_spec.request_stop(study, False)
+    assert sweep_views.sweep_state(study, sweep_spec.load_sweep("tiny", storage)[1]).phase == "waiting"
 
 
 def test_the_cli_creates_shows_and_stops_a_sweep(tmp_path, data_dir, capsys):
     common = ["--runs-dir", str(tmp_path / "runs")]
     create = ["create", "cli", *common, "--data-dir", str(data_dir), "--val-size", "100", "--vary", "lr=1e-3:1e-2:log",
               "--vary", "batch_size=32,64", "--trials", "3", "--set", "epochs=2", "--set", "device=cpu"]
-    assert sweep.main(create) == 0
+    assert sweep_cli.main(create) == 0
     assert "created sweep cli" in capsys.readouterr().out
-    assert sweep.main(create) == 1
+    assert sweep_cli.main(create) == 1
     assert "already exists" in capsys.readouterr().out
-    assert sweep.main(["create", "bad", *common, "--data-dir", str(data_dir), "--vary", "lr=0.1:0.01"]) == 1
+    assert sweep_cli.main(["create", "bad", *common, "--data-dir", str(data_dir), "--vary", "lr=0.1:0.01"]) == 1
     assert "the low end 0.1 is above the high end 0.01" in capsys.readouterr().out
-    assert sweep.main(["list", *common]) == 0 and capsys.readouterr().out.split() == ["cli"]
-    assert sweep.main(["stop", "cli", *common]) == 0
-    assert sweep.main(["show", "cli", *common]) == 0
+    assert sweep_cli.main(["list", *common]) == 0 and capsys.readouterr().out.split() == ["cli"]
+    assert sweep_cli.main(["stop", "cli", *common]) == 0
+    assert sweep_cli.main(["show", "cli", *common]) == 0
     out = capsys.readouterr().out
     assert "Stopped: 0 of 3 trials done" in out and "importances need at least 3 complete trials" in out
-    spec = sweep.load_sweep("cli", SweepStorage(tmp_path / "runs"))[1]
+    spec = sweep_spec.load_sweep("cli", SweepStorage(tmp_path / "runs"))[1]
     assert spec.base.eval_every == 2 and spec.base.val_size == 100  # the test set once, at each trial's end
 
 
@@ -219,7 +225,7 @@ def test_the_cli_creates_shows_and_stops_a_sweep(tmp_path, data_dir, capsys):
 
 def start_workers(storage: SweepStorage, name: str, count: int, log_dir: Path) -> list[subprocess.Popen]:
     log_dir.mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen(sweep.worker_command(name, storage), cwd=ROOT, env={**os.environ, **WORKER_ENV},
+    return [subprocess.Popen(sweep_worker.worker_command(name, storage), cwd=ROOT, env={**os.environ, **WORKER_ENV},
                              stdout=open(log_dir / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT)
             for i in range(count)]
 
@@ -238,10 +244,10 @@ def wait_all(processes: list[subprocess.Popen], timeout: float = 120) -> list[in
 
 def check_shared_budget(storage: SweepStorage, data_dir: Path, log_dir: Path) -> None:
     """Two worker processes on one study of four trials: four trials in all, each trained once, by both."""
-    sweep.create_sweep(tiny_spec(data_dir, name="shared", trials=4, base={"epochs": 1}), storage)
+    sweep_spec.create_sweep(tiny_spec(data_dir, name="shared", trials=4, base={"epochs": 1}), storage)
     workers = start_workers(storage, "shared", 2, log_dir)
     assert wait_all(workers) == [0, 0], [p.read_text()[-2000:] for p in log_dir.iterdir()]
-    study, _ = sweep.load_sweep("shared", storage)
+    study, _ = sweep_spec.load_sweep("shared", storage)
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(4)) and states(study) == ["complete"] * 4
     run_ids = [t.user_attrs["run_id"] for t in trials]
@@ -256,12 +262,12 @@ def test_two_worker_processes_share_one_budget_on_the_journal_file(tmp_path, dat
 
 def test_a_killed_worker_s_trial_is_failed_and_the_other_worker_finishes_the_sweep(tmp_path, data_dir):
     storage = SweepStorage(tmp_path / "runs")
-    sweep.create_sweep(tiny_spec(data_dir, name="kill", trials=3, base={"epochs": 4}), storage)
-    study, _ = sweep.load_sweep("kill", storage)
+    sweep_spec.create_sweep(tiny_spec(data_dir, name="kill", trials=3, base={"epochs": 4}), storage)
+    study, _ = sweep_spec.load_sweep("kill", storage)
     victim, survivor = start_workers(storage, "kill", 2, tmp_path / "logs")
     deadline = time.monotonic() + 90
     while True:  # the victim's trial has its run and has trained for a moment
-        mine = [t for t in study.get_trials(states=(sweep.TrialState.RUNNING,))
+        mine = [t for t in study.get_trials(states=(TrialState.RUNNING,))
                 if t.user_attrs.get("worker", {}).get("pid") == victim.pid and t.user_attrs.get("run_id")]
         if mine:
             break
@@ -276,7 +282,7 @@ def test_a_killed_worker_s_trial_is_failed_and_the_other_worker_finishes_the_swe
     assert killed.state.name == "FAIL" and killed.user_attrs["interrupted"]
     assert f"its worker (pid {victim.pid}) died during epoch" in killed.user_attrs["reason"]
     # the interrupted trial does not use the budget: three trials ran to their end besides it
-    assert sorted(sweep.STATE_NAMES[t.state] for t in trials.values()) == ["complete"] * 3 + ["failed"]
+    assert sorted(sweep_spec.STATE_NAMES[t.state] for t in trials.values()) == ["complete"] * 3 + ["failed"]
     run = RunStore(storage.runs_dir).get(killed.user_attrs["run_id"])
     assert run.status() == "interrupted"  # kept, and resumable from the Runs page
 

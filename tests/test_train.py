@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_app.dynamics import load_records
-from cifar_app.report import run_row
-from cifar_app.runs import RunStore
+from cifar_app.analysis.dynamics import load_records
+from cifar_app.store.report import run_row
+from cifar_app.store.runs import RunStore
 from cifar_app.events import BatchEvent, EpochEvent, EvalEvent, StatusEvent
-from cifar_app.schedule import lr_factor
-from cifar_app.train import Pace, main, train
+from cifar_app.engine.schedule import lr_factor
+from cifar_app.engine.cli import main
+from cifar_app.engine.loop import train
+from cifar_app.engine.reporter import Pace
 from conftest import ROOT, tiny_cifar, tiny_config, write_batches
 
 
@@ -170,8 +172,8 @@ def test_the_cli_refuses_to_resume_with_other_hyperparameters(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)")
 def test_cuda_graph_training_matches_eager_and_a_failed_capture_changes_nothing(tiny_data):
-    from cifar_app.model import build_model
-    from cifar_app.step import GraphedStep, make_optimizer
+    from cifar_app.model.network import build_model
+    from cifar_app.model.step import GraphedStep, make_optimizer
 
     graphed = train(tiny_config(device="cuda", epochs=2, cuda_graphs=True), data=tiny_data)
     eager = train(tiny_config(device="cuda", epochs=2, cuda_graphs=False), data=tiny_data)

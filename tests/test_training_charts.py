@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from cifar_app import charts
+from ui.charts import training as charts
 
 
 def rows(n, val=False):

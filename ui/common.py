@@ -12,12 +12,13 @@ from typing import Any
 
 import streamlit as st
 
-from cifar_app import data as cifar_data
-from cifar_app.bench import SpeedCache
+from cifar_app.data.dataset import Cifar10, download_cifar10, load_cifar10
+from cifar_app.data.formats import DataFormatError, data_status
+from cifar_app.engine.speed import SpeedCache
 from cifar_app.config import TrainConfig, default_data_dir, matching_preset
 from cifar_app.device import describe_device, pick_device
-from cifar_app.jobs import JobManager, JobSnapshot
-from cifar_app.runs import RunStore
+from cifar_app.engine.jobs import JobManager, JobSnapshot
+from cifar_app.store.runs import RunStore
 
 DATA_DIR_KEY = "data_dir"
 POLL_S = 1.0  # how often an open tab redraws the live parts while a run trains
@@ -50,14 +51,14 @@ def device_description() -> str:
 
 
 @st.cache_resource(show_spinner="Loading CIFAR-10…", max_entries=2)
-def _dataset(root: str) -> cifar_data.Cifar10:
-    return cifar_data.load_cifar10(root)
+def _dataset(root: str) -> Cifar10:
+    return load_cifar10(root)
 
 
-def dataset() -> cifar_data.Cifar10 | None:
+def dataset() -> Cifar10 | None:
     """The decoded dataset of the sidebar's folder, one copy per process for every page and the training
     job (180 MB: holding it twice would double that); None while the folder has no copy."""
-    found, root = cifar_data.data_status(data_dir())
+    found, root = data_status(data_dir())
     return _dataset(str(root.resolve())) if found is not None else None
 
 
@@ -159,8 +160,8 @@ def _download(root) -> None:
         bar.progress(min(1.0, done / total) if total else 0.0, text=text)
 
     try:
-        cifar_data.download_cifar10(root, progress=progress)
-    except (OSError, cifar_data.DataFormatError) as error:  # ConnectionError is an OSError
+        download_cifar10(root, progress=progress)
+    except (OSError, DataFormatError) as error:  # ConnectionError is an OSError
         bar.empty()
         st.error(str(error))
     else:
@@ -179,7 +180,7 @@ def sidebar() -> None:
         st.text_input("Data folder", key=DATA_DIR_KEY,
                       help="Where CIFAR-10 is, or where to download it: the original python batches or an "
                            "image folder (train/<class>/, test/<class>/), here or one folder down.")
-        found, root = cifar_data.data_status(data_dir())
+        found, root = data_status(data_dir())
         if found is not None:
             st.caption(f":material/check_circle: CIFAR-10 ready: {found.describe()}")
         else:

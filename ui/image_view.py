@@ -1,7 +1,7 @@
 """One view of an image, everywhere: the galleries of the Dynamics and Evaluate pages put a button under each
 image, and the button opens the same dialog: the image large with its label, the model's top classes, the
 attention each dynamic-convolution block gave it, and its true-class probability at each recorded epoch when
-the run kept a per-image record (cifar_app.dynamics).
+the run kept a per-image record (cifar_app.analysis.dynamics).
 
 A click stores which image, and which gallery it came from, in the session; that gallery opens the dialog
 when it is drawn again (a page may show several galleries, and only one dialog may be open).
@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from cifar_app.charts import attention_chart, top_k_chart
-from cifar_app.checkpoints import CheckpointError, LoadedModel, load_run_model
-from cifar_app.data import Cifar10, to_png_bytes
+from ui.charts.explore import attention_chart, top_k_chart
+from cifar_app.store.checkpoints import CheckpointError, LoadedModel, load_run_model
+from cifar_app.data.dataset import Cifar10
+from ui.png import to_png_bytes
 from cifar_app.device import pick_device
-from cifar_app.dynamics import Records, load_records, records_signature, trajectory
-from cifar_app.dynamics_charts import tile_png, trajectory_chart
-from cifar_app.predict import predict_images
-from cifar_app.runs import Run
+from cifar_app.analysis.dynamics import Records, load_records, trajectory
+from cifar_app.store.records import records_signature
+from ui.charts.dynamics import trajectory_chart
+from ui.png import tile_png
+from cifar_app.analysis.predict import predict_images
+from cifar_app.store.runs import Run
 
 PENDING = "image_view_pending"  # session key: (gallery key, ImageRef) of the image asked for
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from cifar_app import evaluate
-from cifar_app.checkpoints import CheckpointError, LoadedModel, load_model_file, load_run_model
-from cifar_app.data import (
-    Cifar10, DataFormatError, DataNotFound, data_status,
-)
+from cifar_app.analysis import metrics
+from cifar_app.analysis.predict import predict
+from cifar_app.store.checkpoints import CheckpointError, LoadedModel, load_model_file, load_run_model
+from cifar_app.data.dataset import Cifar10
+from cifar_app.data.formats import DataFormatError, DataNotFound, data_status
 from cifar_app.device import pick_device
-from cifar_app.report import run_row
-from cifar_app.runs import Run, RunStore
+from cifar_app.store.report import run_row
+from cifar_app.store.runs import Run, RunStore
 from ui.common import data_dir, dataset, runs_store
 
 UPLOAD = "upload"
@@ -73,20 +73,20 @@ def _load_upload(key: str, _data: bytes, name: str) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner="Predicting the test set (once per model)…", max_entries=4)
-def _predictions(key: str, data_source: str, _loaded: LoadedModel, _data: Cifar10) -> evaluate.Predictions:
+def _predictions(key: str, data_source: str, _loaded: LoadedModel, _data: Cifar10) -> metrics.Predictions:
     # with the run's own test-time flip, so the page's accuracy is the one the run reported
-    return evaluate.predict(_loaded.model, _data.test_images, _data.test_labels, device(), _loaded.classes,
+    return predict(_loaded.model, _data.test_images, _data.test_labels, device(), _loaded.classes,
                             tta_flip=_loaded.config.tta_flip)
 
 
-def test_predictions(choice: ModelChoice, data: Cifar10) -> evaluate.Predictions:
+def test_predictions(choice: ModelChoice, data: Cifar10) -> metrics.Predictions:
     """The model's probabilities for the whole test split, computed once per (model file, dataset)."""
     return _predictions(choice.key, data.source, choice.loaded, data)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def predictions_csv(key: str, data_source: str, _preds: evaluate.Predictions) -> bytes:
-    return evaluate.predictions_csv(_preds)
+def predictions_csv(key: str, data_source: str, _preds: metrics.Predictions) -> bytes:
+    return metrics.predictions_csv(_preds)
 
 
 def _models(store: RunStore) -> list[Run]:

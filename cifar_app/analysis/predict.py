@@ -8,7 +8,7 @@ names the file and the problem. Whatever decodes is made into a 32x32 RGB uint8 
 expects: the EXIF orientation applied, the first frame of an animation, 16-bit samples scaled (not
 clipped), transparency over white, and only then RGB.
 
-`predict_images` runs the model on such images and returns the class probabilities (with the run's flip
+`predict` runs a model over a split (the Evaluate page's `Predictions`); `predict_images` runs it on such images and returns the class probabilities (with the run's flip
 test-time augmentation, as its evaluation) together with each block's mixing weights a (B, K): the
 dynamic-convolution network's own view of an image.
 """
@@ -24,9 +24,13 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
-from cifar_app.data import CLASSES, normalize
-from cifar_app.evaluate import flip_averaged
-from cifar_app.model import DynamicConvNet
+from torch import nn
+
+from cifar_app.analysis.metrics import Predictions
+from cifar_app.data.formats import CLASSES
+from cifar_app.data.loader import normalize
+from cifar_app.engine.evaluation import flip_averaged, predict_logits
+from cifar_app.model.network import DynamicConvNet
 
 # Pillow's decoder names. (A phone's MPO file, a JPEG with extra preview frames, opens through JPEG.)
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
@@ -215,3 +219,19 @@ def predict_images(
         model.train(was_training)
     probs = torch.softmax(logits, dim=1).cpu().numpy()
     return ImagePredictions(probs, [a.float().cpu().numpy() for a in attention], tuple(classes))
+
+
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    classes: tuple[str, ...] = CLASSES,
+    batch_size: int = 1000,
+    bf16: bool = False,
+    tta_flip: bool = False,
+) -> Predictions:
+    """Softmax probabilities of `model` for uint8 `images`, kept on the host with the labels."""
+    logits = predict_logits(model, images, device, batch_size=batch_size, bf16=bf16, tta_flip=tta_flip)
+    probs = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float32)
+    return Predictions(labels.cpu().numpy().astype(np.int64), probs, tuple(classes))

@@ -1,7 +1,7 @@
 """Altair charts of a sweep: pure functions, a DataFrame in and a chart out (no Streamlit, no Optuna).
 
 The trials frame has one row per trial (trial, state, val_acc and each varied hyperparameter, as
-`sweep.trial_rows` makes it); the curves frame one row per trial and epoch (trial, epoch, val_acc, state).
+`cifar_app.sweeps.views.trial_rows` makes it); the curves frame one row per trial and epoch (trial, epoch, val_acc, state).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from cifar_app.search_space import Dimension
+from cifar_app.sweeps.space import Dimension
 
 STATES = ["complete", "pruned", "failed", "running", "waiting"]
 STATE_COLORS = ["#4c78a8", "#f58518", "#e45756", "#54a24b", "#bab0ac"]

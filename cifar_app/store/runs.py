@@ -9,8 +9,7 @@
 
 Every write goes to a temporary file in the same folder and then `os.replace`s the old one, so a crash at
 any moment leaves either the old or the new file, never half of one. A run whose process died while it
-was `running` shows as `interrupted`: its process is gone (on this host: no such pid, or a pid reused by
-another process since, told apart by the process's start time), or its heartbeat went quiet. meta.json is
+was `running` shows as `interrupted`, as the one liveness rule (store/liveness.py) judges it. meta.json is
 rewritten under a lock, so the heartbeat of a training process never undoes a rename made meanwhile.
 """
 
@@ -38,49 +37,13 @@ except ImportError:  # not POSIX: meta.json updates go unlocked
 from cifar_app.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from cifar_app.config import TrainConfig
 from cifar_app.events import METRIC_FIELDS
+from cifar_app.store.liveness import STALE_AFTER_S, dead_reason, process_start
 
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
-HEARTBEAT_S = 5.0  # a training run rewrites its meta.json about this often (batches and evaluation alike)
-# A running run whose heartbeat is this old is taken for dead, whatever its pid says.
-STALE_AFTER_S = 600.0
 
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get("CIFAR_RUNS_DIR", "runs"))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_start(pid: int) -> str | None:
-    """When process `pid` started, in clock ticks since boot (Linux's /proc/<pid>/stat field 22); None where
-    that cannot be read. A pid reused by a later process has another start time."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_alive(pid: int, started: str | None = None) -> bool:
-    """Whether process `pid` of this host still runs: it exists, has not exited unreaped (a zombie, whose
-    parent has not waited for it yet), and, where `started` is known, is the process that started then, not a
-    later one that reuses its pid."""
-    if not _pid_alive(pid):
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True  # no /proc here: the pid is all there is to go on
-    now_started = process_start(pid)
-    return state != "Z" and not (started and now_started is not None and now_started != started)
 
 
 def _number(text: str) -> float | int | None:
@@ -148,18 +111,20 @@ class Run:
         return self.meta().get("name") or self.id
 
     def status(self) -> str:
-        """The stored status, except that a `running` run whose process is gone reads `interrupted`."""
+        """The stored status, except that a `running` run whose process is dead (store.liveness) reads
+        `interrupted`."""
         meta = self.meta()
         status = meta.get("status", "interrupted")
         if status != "running":
             return status
-        if time.time() - float(meta.get("heartbeat", meta.get("updated", 0))) >= STALE_AFTER_S:
-            return "interrupted"
-        # on this host, a pid that now belongs to another process (e.g. after a container restart) is no proof
-        if meta.get("host") == socket.gethostname() and not process_alive(int(meta.get("pid", -1)),
-                                                                          meta.get("pid_start")):
-            return "interrupted"
-        return "running"
+        return "interrupted" if self.dead_reason(meta) else "running"
+
+    def dead_reason(self, meta: dict[str, Any] | None = None) -> str | None:
+        """Why this run's training process is taken for dead (the one rule, store.liveness), or None."""
+        meta = self.meta() if meta is None else meta
+        pid = meta.get("pid")
+        return dead_reason(meta.get("host"), int(pid) if pid is not None else -1, meta.get("pid_start"),
+                           meta.get("heartbeat", meta.get("updated", 0)))
 
     def is_elsewhere(self) -> bool:
         """True when the run's process is not this one (another terminal, another host)."""

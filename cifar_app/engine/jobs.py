@@ -1,7 +1,7 @@
 """The background training job the dashboard drives: one thread, a stop flag, and live state behind a lock.
 
 `JobManager` owns at most one training thread at a time. The thread runs the one training loop
-(`cifar_app.train.train`) and turns its events into plain Python state guarded by a `threading.Lock`;
+(`cifar_app.engine.loop.train`) and turns its events into plain Python state guarded by a `threading.Lock`;
 readers (the dashboard's script runs, one per tab and rerun) call `snapshot()` and get a copy they may keep
 and read at leisure while training goes on. Nothing here imports Streamlit: the thread outlives every
 script run and must never touch `st.*` (the dashboard keeps one manager per process in `st.cache_resource`).
@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cifar_app.config import ConfigError, TrainConfig
-from cifar_app.data import Cifar10, DataFormatError, DataNotFound, candidate_paths, data_status
+from cifar_app.data.dataset import Cifar10
+from cifar_app.data.formats import DataFormatError, DataNotFound, candidate_paths, data_status
 from cifar_app.device import DeviceError, pick_device
-from cifar_app.lineage import RESUME_RUNTIME_FIELDS, branch_epoch, fork_problems
-from cifar_app.runs import Run, RunStore
+from cifar_app.store.lineage import RESUME_RUNTIME_FIELDS, branch_epoch, fork_problems
+from cifar_app.store.runs import Run, RunStore
 from cifar_app.events import BatchEvent, EpochEvent, EvalEvent, Event, History, ResumeEvent, StatusEvent
-from cifar_app.train import REPORT_INTERVAL_S, train
+from cifar_app.engine.loop import train
+from cifar_app.engine.reporter import REPORT_INTERVAL_S
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from cifar_app.config import TrainConfig
-from cifar_app.report import run_row
-from cifar_app.runs import Run, RunStore
+from cifar_app.store.report import run_row
+from cifar_app.store.runs import Run, RunStore
 
 METRICS = ("test_acc", "val_acc", "train_acc", "train_loss")  # the per-epoch figures a comparison can draw
 CURVE_COLUMNS = ["run", "run_id", "epoch", *METRICS]
@@ -159,8 +159,8 @@ print(saved["epoch"], saved["test_acc"], saved["classes"])
 
 # to run it, this repository's model code (on the Python path) rebuilds the network:
 from cifar_app.config import TrainConfig
-from cifar_app.data import normalize
-from cifar_app.model import build_model
+from cifar_app.data.loader import normalize
+from cifar_app.model.network import build_model
 
 model = build_model(TrainConfig.from_dict(config)).eval()
 model.load_state_dict(weights)

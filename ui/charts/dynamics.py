@@ -1,6 +1,6 @@
 """What the Dynamics page draws, as pure functions (a table in, a chart or PNG bytes out): the data map with
-its sampling, the per-class test accuracy over epochs, one image's probability over epochs, and the gallery
-tiles with their sparklines. Kept beside charts.py, in the same style, so the two can change apart.
+its sampling, the per-class test accuracy over epochs, one image's probability over epochs (the gallery tiles
+with their sparklines are ui/png.py's).
 
 The data map of 50,000 images stays responsive because it never draws 50,000 marks: a grey density layer
 counts every image in a grid of cells, and on top of it at most MAX_POINTS images are drawn, chosen so that
@@ -11,17 +11,23 @@ drawn on the map selects among all the images, not only the drawn ones.
 
 from __future__ import annotations
 
-import io
-
 import altair as alt
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+
 
 MAP_SELECTION = "box"
+
+
 MAX_POINTS = 4000
+
+
 MAP_BINS = 40
+
+
 VARIABILITY_MAX = 0.5  # the standard deviation of a probability cannot exceed it
+
+
 CORRECTNESS_COLOURS = alt.Scale(domain=[0, 0.5, 1], range=["#d6336c", "#f2c14e", "#2b8a3e"])
 
 
@@ -115,31 +121,3 @@ def trajectory_chart(frame: pd.DataFrame) -> alt.LayerChart:
         tooltip=["epoch:Q", alt.Tooltip("p_true:Q", format=".2f"), "predicted:N", "correct:N"],
     )
     return alt.layer(line, dots).properties(height=200)
-
-
-def tile_png(image: np.ndarray, values: np.ndarray | None = None, scale: int = 3) -> bytes:
-    """One uint8 CHW image upscaled `scale` times, with a sparkline of `values` (probabilities over epochs,
-    NaN: no value) beneath it: a dashed line at 0.5, the line in blue, the last value as a dot."""
-    picture = Image.fromarray(np.ascontiguousarray(np.transpose(image, (1, 2, 0))))
-    side = picture.width * scale
-    picture = picture.resize((side, side), Image.NEAREST)
-    if values is not None:
-        strip = 26
-        canvas = Image.new("RGB", (side, side + strip), "white")
-        canvas.paste(picture, (0, 0))
-        draw = ImageDraw.Draw(canvas)
-        top, bottom = side + 3, side + strip - 3
-        for x in range(0, side, 6):
-            draw.line([(x, (top + bottom) / 2), (x + 2, (top + bottom) / 2)], fill="#ced4da")
-        known = [(i, float(v)) for i, v in enumerate(values) if np.isfinite(v)]
-        step = (side - 6) / max(1, len(values) - 1)
-        xy = [(3 + i * step, bottom - v * (bottom - top)) for i, v in known]
-        if len(xy) > 1:
-            draw.line(xy, fill="#1c7ed6", width=2)
-        if xy:
-            x, y = xy[-1]
-            draw.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill="#1c7ed6")
-        picture = canvas
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from cifar_app.config import ConfigError, TrainConfig
-from cifar_app.data import CLASSES
-from cifar_app.model import DynamicConvNet, build_model, with_temperature
-from cifar_app.runs import Run
+from cifar_app.data.formats import CLASSES
+from cifar_app.model.network import DynamicConvNet, build_model, with_temperature
+from cifar_app.store.runs import Run
 
 FORMAT = "cifar10-studio-model"
 VERSION = 1

@@ -8,7 +8,7 @@ sentences; `train` does the work.
 from __future__ import annotations
 
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig
-from cifar_app.runs import Run
+from cifar_app.store.runs import Run
 
 # What a resumed run may change: where and how it runs, never what it learns (train() applies these). Its name
 # is its own, and so is whether it records each image's learning (a record with a hole would mislead).

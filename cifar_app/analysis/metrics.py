@@ -1,74 +1,18 @@
-"""Predictions of a trained model over a split, and the metrics computed from them.
+"""Predictions of a trained model over a split, and the metrics computed from them. numpy and pandas only.
 
-`predict` runs the model once over a split and keeps the softmax probabilities with the labels
-(`Predictions`); everything the Evaluate page shows is a pure function of that: the confusion matrix,
-per-class accuracy/precision/recall/F1, the images of one confusion cell and the mistakes ordered by the
-model's confidence, and the CSV export.
+A model's softmax probabilities with the labels (`Predictions`, made by analysis.predict.predict); everything the
+Evaluate page shows is a pure function of that: the confusion matrix, per-class accuracy/precision/recall/F1, the
+images of one confusion cell and the mistakes ordered by the model's confidence, and the CSV export.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
-from cifar_app.data import CLASSES, normalize
-from cifar_app.device import autocast
-
-
-def flip_averaged(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Flip test-time augmentation: the mean of `logits` (the model's for the normalised batch x) and the
-    model's float32 logits for the mirror images of x. Evaluation and Predict both answer with it."""
-    return (logits + model(x.flip(3)).float()) / 2
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    device: torch.device,
-    batch_size: int = 1000,
-    bf16: bool = False,
-    tta_flip: bool = False,
-    channels_last: bool = False,
-    on_batch: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """float32 logits (N, classes) on `device` for uint8 NCHW images; with `tta_flip`, the mean of the
-    logits of each image and its mirror image. `on_batch(done, total)` hears after each batch (it may raise
-    to abandon the pass: the training loop's Stop does)."""
-    was_training = model.training
-    model.eval()
-    chunks = []
-    try:
-        for start in range(0, len(images), batch_size):
-            x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, bf16):
-                logits = model(x).float()
-                if tta_flip:
-                    logits = flip_averaged(model, x, logits)
-            chunks.append(logits)
-            if on_batch is not None:
-                on_batch(min(start + batch_size, len(images)), len(images))
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks) if chunks else torch.empty(0, 10, device=device)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Percentage of rows whose arg-max is the label."""
-    if len(labels) == 0:
-        return float("nan")
-    return (logits.argmax(1) == labels.to(logits.device)).sum().item() * 100 / len(labels)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Predictions over a split, and what the Evaluate page shows of them
+from cifar_app.data.formats import CLASSES
 
 
 @dataclass
@@ -97,22 +41,6 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def predict(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    device: torch.device,
-    classes: tuple[str, ...] = CLASSES,
-    batch_size: int = 1000,
-    bf16: bool = False,
-    tta_flip: bool = False,
-) -> Predictions:
-    """Softmax probabilities of `model` for uint8 `images`, kept on the host with the labels."""
-    logits = predict_logits(model, images, device, batch_size=batch_size, bf16=bf16, tta_flip=tta_flip)
-    probs = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float32)
-    return Predictions(labels.cpu().numpy().astype(np.int64), probs, tuple(classes))
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:

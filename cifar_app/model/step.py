@@ -19,7 +19,7 @@ from torch import nn
 
 from cifar_app.config import TrainConfig
 from cifar_app.device import autocast, is_out_of_memory, prefers_channels_last, use_bf16
-from cifar_app.model import DynamicConvNet, build_model
+from cifar_app.model.network import DynamicConvNet, build_model
 
 log = logging.getLogger(__name__)
 
