@@ -167,7 +167,7 @@ def resume_tab(run: Run) -> None:
         st.caption("A run is already training in this app; one at a time.")
     if st.button("Resume", key="resume", type="primary", icon=":material/play_arrow:", disabled=bool(problem) or busy):
         try:
-            manager.start(run.config().replace(data_dir=common.data_dir()), common.dataset(), resume=run)
+            manager.start(run.config().replace(data_dir=common.data_dir()), resume=run)
         except (JobBusy, NotResumable, ConfigError, DeviceError, DataNotFound, DataFormatError) as error:
             st.error(f"Not resumed: {error}", icon=":material/block:")
         else:

@@ -6,6 +6,7 @@ live view (ui.live_view) redraws a snapshot of it in a fragment about once a sec
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from typing import Any
 
@@ -145,6 +146,7 @@ def hyperparameter_widgets(forking: bool = False) -> None:
         widget("device", "select", options=sorted({*devices, st.session_state[PREFIX + "device"]}, key=DEVICES.index))
         widget("impl", "select", options=IMPLS)
         widget("precision", "select", options=PRECISIONS)
+        widget("threads", "number", min_value=0, max_value=max(64, os.cpu_count() or 1), step=1)
         widget("compile", "check")
         if "cuda" in devices:  # nothing to capture without a CUDA GPU
             widget("cuda_graphs", "check")
@@ -277,7 +279,7 @@ with main:
                            width="stretch", help="stops within one batch; what was learned is saved")
     if start:
         try:
-            manager.start(config, common.dataset(), fork=fork[:2] if fork else None)
+            manager.start(config, fork=fork[:2] if fork else None)
         except JobBusy as error:
             st.warning(f"Not started: {error}", icon=":material/hourglass_top:")
         except (ConfigError, DeviceError, DataNotFound, DataFormatError) as error:
@@ -289,10 +291,9 @@ with main:
         st.toast("Stopping after this batch…", icon=":material/stop_circle:")
 
     # runs of other processes first: compact, and nothing at all while there are none
-    elsewhere = tuple(run.id for run in compare.running_elsewhere(common.runs_store()))
+    elsewhere = tuple(run.id for run in compare.running_elsewhere(common.runs_store(), manager.snapshot().run_id))
     st.fragment(live.elsewhere_view, run_every=live.ELSEWHERE_LIVE_S if elsewhere else live.ELSEWHERE_WATCH_S)(elsewhere)
-    snap = manager.snapshot()
-    st.fragment(live.live_view, run_every=common.POLL_S if snap.running else None)(snap.job_id, snap.running)
+    live.live_view(manager.snapshot())
 
 # Last, because measuring the speed of a new model shape takes a few seconds: the page is drawn meanwhile.
 with summary_box:

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from cifar_app.shape import summarize_shape
@@ -87,6 +86,11 @@ class TrainConfig:
     cuda_graphs: bool = knob(
         True, "CUDA graph of the training step", "on CUDA, replay the whole training step as one CUDA graph (falls back if it fails)"
     )
+    threads: int = knob(
+        0, "CPU threads of the training process",
+        "torch threads the training process uses on a CPU (0 = one per core). One per core is fastest even with the "
+        "app open in a browser on the same 2-core machine (docs/performance.md); fewer leave cores to other work",
+    )
     eval_every: int = knob(1, "Test every (epochs)", "evaluate on the test set every N epochs (and the last)")
     records: bool = knob(
         True, "Record how each image is learned",
@@ -124,6 +128,7 @@ class TrainConfig:
         need(self.train_subset >= 0, f"train subset cannot be negative (got {self.train_subset}).")
         need(self.val_size >= 0, f"validation size cannot be negative (got {self.val_size}).")
         need(self.val_size <= 25_000, f"validation size {self.val_size} leaves too little to train on (at most 25000).")
+        need(0 <= self.threads <= 1024, f"CPU threads must be between 0 (one per core) and 1024 (got {self.threads}).")
         need(self.eval_every >= 1, f"evaluate every must be at least 1 epoch (got {self.eval_every}).")
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r}).")
         need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r}).")
@@ -180,7 +185,8 @@ class ConfigError(ValueError):
 
 
 # Fields that describe where and how a run executes rather than what it learns: a preset leaves them alone.
-RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "records", "name")
+RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "threads", "records",
+                  "name")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The coursework exactly: 11 blocks, Adam 1e-3 with L2 5e-4, batch 256, 25 epochs, no schedule or augmentation;

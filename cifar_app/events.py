@@ -8,11 +8,13 @@ them); the run store's metrics.csv holds the EpochEvent rows, and `History` read
   EpochEvent   once per epoch: the coursework's three lines (training loss, training accuracy, test
                accuracy), validation accuracy when a split is held out, learning rate and seconds;
   ResumeEvent  once, when a saved run continues: the epochs it had already done.
+  EndEvent     once, when the run ends: finished, stopped or failed, with the reason and the figures in words.
+`to_dict`/`from_dict` carry them through a run's live event log (store/live.py) to a process that watches.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds", "images_per_s")
@@ -82,16 +84,49 @@ class EpochEvent:
 
 @dataclass
 class ResumeEvent:
-    """A resumed run's saved epochs, sent once before its first batch, so a live view can draw the whole run."""
+    """A resumed run's saved epochs, sent once before its first batch, so a live view can draw the whole run (and
+    forget what it saw after the checkpoint the run goes on from: that part is trained again)."""
 
     run_id: str
     epoch: int  # epochs already done
     batch: int  # batches already done of the next epoch (a run stopped mid-epoch)
     history: list[EpochEvent]
+    batches: int = 0  # batches of an epoch (0: not known)
     kind: str = "resume"
 
+    def where(self) -> str:
+        """'epoch 3', 'epoch 3, batch 41' or 'the end of epoch 1' (stopped during its evaluation)."""
+        if self.batches and self.batch >= self.batches:
+            return f"the end of epoch {self.epoch + 1} (its evaluation)"
+        return f"epoch {self.epoch + 1}" + (f", batch {self.batch + 1}" if self.batch else "")
 
-Event = StatusEvent | BatchEvent | EvalEvent | EpochEvent | ResumeEvent
+
+@dataclass
+class EndEvent:
+    """How a run ended, sent once at its end."""
+
+    status: str  # finished, stopped or failed
+    reason: str
+    seconds: float  # the run's training time, earlier sessions of a resumed run included
+    summary: list[str] = field(default_factory=list)  # the figures in words, as the CLI prints them
+    kind: str = "end"
+
+
+Event = StatusEvent | BatchEvent | EvalEvent | EpochEvent | ResumeEvent | EndEvent
+KINDS = {cls.kind: cls for cls in (StatusEvent, BatchEvent, EvalEvent, EpochEvent, ResumeEvent, EndEvent)}
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    return asdict(event)
+
+
+def from_dict(values: dict[str, Any]) -> Event:
+    """An event back from `to_dict`; unknown keys (a newer writer's) are ignored."""
+    cls = KINDS[values["kind"]]
+    known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+    if cls is ResumeEvent:
+        known["history"] = [from_dict(e) for e in known.get("history", [])]
+    return cls(**known)
 
 
 def records_from_rows(rows: list[dict[str, Any]], epochs: int) -> list[EpochEvent]:

@@ -17,7 +17,7 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from cifar_app.engine import jobs, speed
+from cifar_app.engine import speed
 from ui import common
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
 from cifar_app.shape import summarize_shape
@@ -169,7 +169,8 @@ def test_stop_stops_a_running_job_and_a_second_start_is_refused(env):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     rerun(at)
-    assert "Training:" in texts(at) and at.get("progress")  # the live view while it trains
+    # the live view while it trains: the part the browser draws from the published state (a browser test sees it draw)
+    assert "Training:" in texts(at) and [e for e in at.get("bidi_component") if e.key == "live_part"]
     job = manager.snapshot().job_id
     at.button(key="start").click()
     rerun(at)
@@ -186,20 +187,17 @@ def test_stop_stops_a_running_job_and_a_second_start_is_refused(env):
     assert at.button(key="stop").disabled and not at.exception
 
 
-def test_a_failing_run_ends_with_its_reason_and_the_app_keeps_working(env, monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("out of memory on the imaginary GPU")
-
-    monkeypatch.setattr(jobs, "train", broken)
+def test_a_failing_run_ends_with_its_reason_and_the_app_keeps_working(env):
     at = set_widgets(app().run(), **TINY)
+    (env / "data" / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"damaged")  # found, but unreadable
     at.button(key="start").click()
     rerun(at)
-    assert common.job_manager().wait(10)
+    assert common.job_manager().wait(TIMEOUT)
     rerun(at)
-    assert "The run failed: RuntimeError: out of memory on the imaginary GPU" in texts(at)
+    assert "The run failed:" in texts(at) and "data_batch_3 is not a CIFAR-10 batch file" in texts(at)
     assert not at.exception and not at.button(key="start").disabled
     again = app().run()  # a reload (or another tab) shows the same job, and the sidebar says how it ended
-    assert "Failed: RuntimeError: out of memory" in "\n".join(str(e.value) for e in again.sidebar.error)
+    assert "Failed:" in "\n".join(str(e.value) for e in again.sidebar.error)
     assert "The run failed" in texts(again)
 
 

@@ -61,6 +61,11 @@ def test_a_tiny_run_draws_its_accuracy_curve_live(app_url):
             page.evaluate("window.notReloaded = true")
             page.get_by_role("button", name="Start training").click()
             page.get_by_text("Training:").wait_for(timeout=30_000)
+            # the browser draws the progress and the running loss itself, from the state the server publishes
+            page.wait_for_function("/batch \\d+ of/.test(document.querySelector('.cifar-live.main .progress-text')"
+                                   "?.textContent || '')", timeout=60_000)
+            page.wait_for_selector(".cifar-live.main .loss svg path", timeout=60_000)
+            assert "Running:" in page.locator(".cifar-live.sidebar .progress-text").inner_text()
             # first epoch: a training and a test point, and the best-epoch diamond
             page.wait_for_function(f"document.querySelectorAll(\"{ACCURACY_POINTS}\").length >= 3", timeout=120_000)
             first = page.locator(ACCURACY_POINTS).count()

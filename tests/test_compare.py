@@ -19,7 +19,8 @@ from cifar_app.store.liveness import process_start
 from cifar_app.store.runs import RunStore
 from cifar_app.events import EpochEvent, ResumeEvent
 from cifar_app.engine.loop import train
-from conftest import tiny_config
+from cifar_app.store.live import LIVE_FILE, read_events
+from conftest import tiny_config, write_batches
 
 
 @pytest.fixture(scope="module")
@@ -164,49 +165,39 @@ def test_runs_training_in_another_process_are_found_cheaply(tmp_path):
 
 
 def test_the_job_resumes_an_interrupted_run_with_its_history(tiny_data, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    store = RunStore(tmp_path)
+    write_batches(tmp_path / "data")  # the same images as tiny_data, on disk for the job's training process
+    data_dir = str(tmp_path / "data")
+    store = RunStore(tmp_path / "runs")
     reference = train(tiny_config(epochs=3, name="uninterrupted"), data=tiny_data, store=store).run
     stop = threading.Event()
-    run = train(tiny_config(epochs=3, name="crashed"), data=tiny_data, store=store, stop=stop,
+    run = train(tiny_config(epochs=3, name="crashed", data_dir=data_dir), data=tiny_data, store=store, stop=stop,
                 on_event=lambda event: stop.set() if isinstance(event, EpochEvent) else None).run
     run.update_meta(status="running", pid=dead_pid())  # as if its process had been killed after epoch 1
     assert run.status() == "interrupted" and run.resume_problem() is None
-    manager = JobManager(store, report_interval_s=0)
-    events = []
-    original = manager._on_event
-    manager._on_event = lambda job, event: (events.append(event), original(job, event))
-    try:
-        manager.start(tiny_config(epochs=99, lr=1.0), data=tiny_data, resume=run)  # the run's own config wins
-        assert manager.snapshot().run_id == run.id and manager.snapshot().origin == "resumed"
-        assert manager.wait(60)
-    finally:
-        torch.set_num_threads(threads)
+    manager = JobManager(store, poll_s=0.05)
+    manager.start(tiny_config(epochs=99, lr=1.0, data_dir=data_dir), resume=run)  # the run's own config wins
+    assert manager.snapshot().run_id == run.id and manager.snapshot().origin == "resumed"
+    assert manager.wait(60)
     snap = manager.snapshot()
     assert snap.status == "finished" and [e.epoch for e in snap.epochs] == [1, 2, 3]
     assert snap.origin == "resumed at epoch 2" and snap.config.epochs == 3 and snap.config.lr == 3e-3
-    resumed = [e for e in events if isinstance(e, ResumeEvent)]
+    resumed = [event for _, _, event in read_events(run.path / LIVE_FILE)[0] if isinstance(event, ResumeEvent)]
     assert [(e.epoch, [h.epoch for h in e.history]) for e in resumed] == [(1, [1])]
     assert [r["epoch"] for r in run.metrics()] == [1, 2, 3] and run.status() == "finished"
     # the resumed run ends where the uninterrupted one did
     assert run.metrics()[-1]["train_loss"] == pytest.approx(reference.metrics()[-1]["train_loss"], rel=1e-4)
     with pytest.raises(NotResumable, match="finished all its epochs"):
-        manager.start(tiny_config(), data=tiny_data, resume=run)
+        manager.start(tiny_config(data_dir=data_dir), resume=run)
     with pytest.raises(ConfigError, match="set more than 3 epochs"):
-        manager.start(tiny_config(epochs=3), data=tiny_data, fork=(run, "last"))
+        manager.start(tiny_config(epochs=3, data_dir=data_dir), fork=(run, "last"))
 
 
-def test_the_job_forks_a_run_and_names_where_it_came_from(family, tiny_data):
+def test_the_job_forks_a_run_and_names_where_it_came_from(family, tmp_path):
     store, parent, _, _ = family
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    manager = JobManager(store, report_interval_s=0)
-    try:
-        manager.start(tiny_config(epochs=3, lr=1e-3, name="branch"), data=tiny_data, fork=(parent, "last"))
-        assert manager.wait(60)
-    finally:
-        torch.set_num_threads(threads)
+    write_batches(tmp_path / "data")  # the images the family trained on, on disk for the job's process
+    manager = JobManager(store, poll_s=0.05)
+    manager.start(tiny_config(epochs=3, lr=1e-3, name="branch", data_dir=str(tmp_path / "data")), fork=(parent, "last"))
+    assert manager.wait(60)
     snap = manager.snapshot()
     assert snap.status == "finished" and snap.origin == "fork of parent at epoch 2 (last)"
     child = store.get(snap.run_id)

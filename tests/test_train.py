@@ -12,7 +12,7 @@ import torch
 from cifar_app.analysis.dynamics import load_records
 from cifar_app.store.report import run_row
 from cifar_app.store.runs import RunStore
-from cifar_app.events import BatchEvent, EpochEvent, EvalEvent, StatusEvent
+from cifar_app.events import BatchEvent, EpochEvent, EvalEvent, ResumeEvent, StatusEvent
 from cifar_app.engine.schedule import lr_factor
 from cifar_app.engine.cli import main
 from cifar_app.engine.loop import train
@@ -209,10 +209,18 @@ def test_stop_during_the_test_pass_stops_there_and_resume_evaluates_that_epoch(t
     saved = first.run.load_checkpoint("last")
     assert (saved["epoch"], saved["batch"]) == (1, 6)  # epoch 2 trained, not yet evaluated
     assert [r["epoch"] for r in first.run.metrics()] == [1]
-    again = train(tiny_config(), data=data, resume=first.run)
+    trained = saved["accum"]["train_s"]  # epoch 2's training, done before the stop
+    events = []
+    again = train(tiny_config(), data=data, resume=first.run, on_event=events.append)
     straight = train(tiny_config(epochs=3), data=data)
     assert again.status == "finished"
     rows = first.run.metrics()
+    # epoch 2 is one epoch over both sessions: its time includes the training before the stop, and its pace is
+    # that training's (the resumed session only evaluated it)
+    assert trained > 0 and rows[1]["seconds"] >= trained and rows[1]["images_per_s"] == pytest.approx(
+        6 * 32 / trained, rel=1e-3)
+    (resumed,) = [e for e in events if isinstance(e, ResumeEvent)]
+    assert resumed.where() == "the end of epoch 2 (its evaluation)"
     assert [r["train_loss"] for r in rows] == pytest.approx([e.train_loss for e in straight.history], rel=1e-4)
     assert [r["test_acc"] for r in rows] == pytest.approx([e.test_acc for e in straight.history], rel=1e-4)
 

@@ -8,7 +8,7 @@ job with `job_manager().snapshot()`; the run that just ended is `snapshot().run_
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -19,9 +19,18 @@ from cifar_app.config import TrainConfig, default_data_dir, matching_preset
 from cifar_app.device import describe_device, pick_device
 from cifar_app.engine.jobs import JobManager, JobSnapshot
 from cifar_app.store.runs import RunStore
+from ui.live_part import live_part
+
+if TYPE_CHECKING:
+    from ui.live_publish import LivePublisher
 
 DATA_DIR_KEY = "data_dir"
-POLL_S = 1.0  # how often an open tab redraws the live parts while a run trains
+POLL_S = 1.0  # how often a tab reruns a live part that the browser cannot draw itself (no place to publish)
+SIDEBAR_POLL_S = 5.0  # the sidebar's summary of the job, where it cannot be published: a rerun redraws the page
+SIDEBAR_KEY = "sidebar_watching"  # the job (id) this tab's sidebar showed training: its end redraws the page
+# A progress bar animates every change of its width: redrawn once a second, the animation kept the browser
+# painting most of the time (twice the browser's CPU of the rest of the live view, scripts/watch_cost.py).
+STILL_PROGRESS = "<style>[data-testid='stProgress'] * {transition: none !important;}</style>"
 FORM_PREFIX = "cfg_"  # session-state keys of the Train page's hyperparameter widgets: cfg_<TrainConfig field>
 FORK_KEY = "fork_source"  # {"run": id, "which": "best"|"last", "epoch": n, "name": ...} while the form sets up a fork
 FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name != "data_dir"]  # the data folder is in the sidebar
@@ -37,6 +46,14 @@ def job_manager() -> JobManager:
 def runs_store() -> RunStore:
     """The run store the job saves into."""
     return job_manager().store
+
+
+@st.cache_resource(show_spinner=False)
+def live_publisher() -> "LivePublisher":
+    """The job's live state as a file every tab's browser reads (ui/live_publish.py); one per server process."""
+    from ui.live_publish import LivePublisher  # it imports this module
+
+    return LivePublisher(job_manager())
 
 
 @st.cache_resource(show_spinner=False)
@@ -133,14 +150,24 @@ def run_fraction(snap: JobSnapshot) -> float:
     return min(1.0, (p.epoch - 1 + p.batch / p.batches) / p.epochs)
 
 
-def _sidebar_job(polling: bool) -> None:
+def _sidebar_job(job_id: int) -> None:
+    """The job in a line: while it trains, the browser draws it from the published state (ui/live_part.py) and
+    asks for a rerun of this fragment when it ends, which redraws the page."""
     snap = job_manager().snapshot()
-    if polling and not snap.running:
-        st.rerun()  # the run ended: redraw the whole page once, which stops the polling
+    if snap.job_id != job_id or (st.session_state.get(SIDEBAR_KEY) == job_id and not snap.running):
+        st.session_state.pop(SIDEBAR_KEY, None)
+        st.rerun()  # the run ended: redraw the whole page once
     line = job_line(snap)
     if snap.running:
-        fraction = run_fraction(snap)
-        st.progress(fraction, text=f"{line} · {fraction:.0%}" if snap.progress else line)
+        st.session_state[SIDEBAR_KEY] = job_id
+        publisher = live_publisher()
+        if publisher.ok:
+            from ui.live_publish import live_state  # it imports this module
+
+            live_part("sidebar", "sidebar_live_part", publisher.url, live_state(snap))
+        else:
+            fraction = run_fraction(snap)
+            st.progress(fraction, text=f"{line} · {fraction:.0%}" if snap.progress else line)
         st.caption(snap.run_name or snap.message)
     elif snap.status == "failed":
         st.error(line)
@@ -172,6 +199,7 @@ def _download(root) -> None:
 def sidebar() -> None:
     """The sidebar of every page: the device, whether the data is ready, and the training job."""
     st.session_state.setdefault(DATA_DIR_KEY, default_data_dir())
+    st.html(STILL_PROGRESS)
     with st.sidebar:
         st.markdown("**Device**")
         st.caption(device_description())
@@ -191,5 +219,6 @@ def sidebar() -> None:
                        f"`tar -xzf cifar10-jpeg.tar.gz -C {root}`.")
 
         st.markdown("**Training job**")
-        running = job_manager().running
-        st.fragment(_sidebar_job, run_every=POLL_S if running else None)(running)
+        snap = job_manager().snapshot()
+        polling = snap.running and not live_publisher().ok  # where nothing can be published, a timer
+        st.fragment(_sidebar_job, run_every=SIDEBAR_POLL_S if polling else None)(snap.job_id)

@@ -127,9 +127,10 @@ def config_differences(runs: list[Run], labels: dict[str, str] | None = None,
     return frame[frame.nunique(axis=1) > 1]
 
 
-def running_elsewhere(store: RunStore) -> list[Run]:
-    """Runs training now in another process (a terminal, another machine writing to the same folder)."""
-    return [run for run in store.running() if run.is_elsewhere()]
+def running_elsewhere(store: RunStore, job_run: str = "") -> list[Run]:
+    """Runs training now in another process (a terminal, another machine writing to the same folder) than this
+    one and the app's own job (`job_run`, whose process the app started)."""
+    return [run for run in store.running() if run.is_elsewhere() and run.id != job_run]
 
 
 def elsewhere_line(run: Run) -> str:

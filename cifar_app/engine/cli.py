@@ -6,9 +6,12 @@ are printed at every epoch's end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -18,8 +21,9 @@ from cifar_app.config import (
 from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError
 from cifar_app.engine.loop import CHECKPOINT_EVERY_S, train
-from cifar_app.events import BatchEvent, EpochEvent, EvalEvent, Event, StatusEvent
+from cifar_app.events import BatchEvent, EndEvent, EpochEvent, EvalEvent, Event, StatusEvent
 from cifar_app.store.lineage import fork_warnings
+from cifar_app.store.live import LiveLog
 from cifar_app.store.runs import Run, RunStore
 
 
@@ -50,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress line between epochs")
     parser.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
                         help="within an epoch, save a checkpoint this often, so a kill loses at most this much")
+    parser.add_argument("--run-id", default="", metavar="ID",
+                        help="make the run in this folder of the runs folder (the app reserves one for each run it "
+                             "starts); default: a new folder named after the time and the run's name")
     return parser
 
 
@@ -103,19 +110,46 @@ def printer(show_progress: bool) -> Callable[[Event], None]:
     return on_event
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (the app's Stop, `kill`) or Ctrl-C ends the run within one batch, keeping what it learned; a second
+    Ctrl-C interrupts at once."""
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping within one batch (Ctrl-C again to interrupt now)", flush=True)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train from the command line; returns the exit status (0 finished, 1 failed or refused, 130 stopped)."""
     args = vars(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     options = {k: args.pop(k) for k in list(args) if k in TrainConfig.__dataclass_fields__}
-    store = RunStore(args["runs_dir"])
+    store, stop = RunStore(args["runs_dir"]), threading.Event()
     try:
         config, resume, fork = runs_to_continue(args, options, store)
         saving = None if args["no_save"] and not (resume or fork) else store
-        result = train(config, on_event=printer(not args["quiet"] and sys.stdout.isatty()), store=saving,
-                       resume=resume, fork=fork, checkpoint_every_s=args["checkpoint_every"])
+        with stop_on_signals(stop):
+            result = train(config, on_event=printer(not args["quiet"] and sys.stdout.isatty()), store=saving,
+                           stop=stop, resume=resume, fork=fork, checkpoint_every_s=args["checkpoint_every"],
+                           run_id=args["run_id"])
     except (ConfigError, DeviceError, DataNotFound, DataFormatError, KeyError, FileNotFoundError, Refused) as error:
-        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}")
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        print(f"error: {message}")
+        if args["run_id"]:  # the app that reserved the folder is watching its live log: tell it why
+            LiveLog(store.root / args["run_id"])(EndEvent("failed", message, 0.0))
         return 1
     print("\n".join(result.summary_lines()))
     return {"finished": 0, "stopped": 130}.get(result.status, 1)

@@ -35,10 +35,13 @@ from cifar_app.engine.evaluation import accuracy, predict_logits
 from cifar_app.engine.recorder import start_recording
 from cifar_app.engine.reporter import REPORT_INTERVAL_S, Reporter, StopRequested, TrainingDiverged
 from cifar_app.engine.schedule import Schedule, attention_temperature
-from cifar_app.events import EpochEvent, Event, History, ResumeEvent, StatusEvent, best_epoch, records_from_rows
+from cifar_app.events import (
+    EndEvent, EpochEvent, Event, History, ResumeEvent, StatusEvent, best_epoch, records_from_rows,
+)
 from cifar_app.model.network import summarize
 from cifar_app.model.step import TrainingStep, describe_impls
 from cifar_app.store.lineage import RESUME_RUNTIME_FIELDS, fork_problems
+from cifar_app.store.live import LiveLog
 from cifar_app.store.runs import Run, RunStore
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,9 @@ class Setup:
     train_index: torch.Tensor  # each training image's index in the dataset's training split
 
 
-EMPTY_SUMS = {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0}
+# An epoch's running sums, kept in a checkpoint: its loss and correct answers so far, the images trained, and its
+# wall and training seconds in earlier sessions (an epoch stopped and resumed is one epoch, timed as one).
+EMPTY_SUMS = {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "epoch_s": 0.0, "train_s": 0.0}
 
 
 @dataclass
@@ -106,6 +111,7 @@ def train(
     fork: tuple[Run, str] | None = None,
     report_interval_s: float = REPORT_INTERVAL_S,
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    run_id: str = "",
 ) -> RunResult:
     """Train as `config` says; return how it ended. With `store`, the run is saved as it goes.
 
@@ -113,11 +119,20 @@ def train(
     `config` such as the device apply). `fork=(run, 'best'|'last')` starts a new run from that checkpoint's
     weights with `config`'s hyperparameters, numbering epochs on from the branch point. A BatchEvent goes out
     every `report_interval_s` seconds (each one reads the loss back from the device); a saved run also
-    checkpoints every `checkpoint_every_s` seconds within an epoch.
+    checkpoints every `checkpoint_every_s` seconds within an epoch, and writes every event into the run's live
+    log (store/live.py) for a process that watches; `run_id` names the folder to make the run in (one the app's
+    launcher reserved).
     Raises ConfigError, DeviceError, DataNotFound or DataFormatError before anything is written; every
     failure after that ends in a RunResult with status 'failed' and the reason.
     """
-    emit = on_event or (lambda event: None)
+    live = LiveLog(resume.path if resume else store.root / run_id if store is not None and run_id else None)
+    listener = on_event or (lambda event: None)
+
+    def emit(event: Event) -> None:
+        listener(event)
+        if store is not None or resume is not None:
+            live(event)
+
     saved = None
     if resume is not None:
         config = resume.config().replace(**{k: getattr(config, k) for k in RESUME_RUNTIME_FIELDS})
@@ -131,11 +146,19 @@ def train(
     if resume is not None:
         run, position = resume, continue_run(resume, saved, step, setup, emit)
     else:
-        run, position = begin_run(setup, step, store, fork)
-    loop = EpochLoop(setup, step, run, position, emit, stop or threading.Event(), report_interval_s,
-                     checkpoint_every_s)
-    status, reason = loop.run_epochs()
-    return finish(run, status, reason, position)
+        run, position = begin_run(setup, step, store, fork, run_id)
+        if run is not None and live.path is None:
+            live.attach(run.path)
+    try:
+        loop = EpochLoop(setup, step, run, position, emit, stop or threading.Event(), report_interval_s,
+                         checkpoint_every_s)
+    except Exception as error:  # after the run exists (its record's set-up): a failed run, not a "running" one
+        log.exception("the run could not start")
+        result = finish(run, "failed", f"the run could not start: {type(error).__name__}: {error}", position)
+    else:
+        result = finish(run, *loop.run_epochs(), position)
+    emit(EndEvent(result.status, result.reason, result.seconds, result.summary_lines()))
+    return result
 
 
 def prepare(config: TrainConfig, data: Cifar10 | None, emit: Callable[[Event], None]) -> Setup:
@@ -144,6 +167,8 @@ def prepare(config: TrainConfig, data: Cifar10 | None, emit: Callable[[Event], N
     device = pick_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training shapes are fixed (drop_last): pick the fastest kernels once
+    elif device.type == "cpu" and config.threads:
+        torch.set_num_threads(config.threads)
     if data is None:
         emit(StatusEvent(f"Loading CIFAR-10 from {config.data_dir}"))
         data = load_cifar10(config.data_dir, download=config.download)
@@ -172,8 +197,8 @@ def run_record(setup: Setup, step: TrainingStep) -> dict[str, Any]:
     }
 
 
-def begin_run(setup: Setup, step: TrainingStep, store: RunStore | None,
-              fork: tuple[Run, str] | None) -> tuple[Run | None, Position]:
+def begin_run(setup: Setup, step: TrainingStep, store: RunStore | None, fork: tuple[Run, str] | None,
+              run_id: str = "") -> tuple[Run | None, Position]:
     """A new run folder, starting from scratch or, for a fork, from its parent's checkpoint."""
     position, record = Position(), run_record(setup, step)
     if fork is not None:
@@ -185,7 +210,7 @@ def begin_run(setup: Setup, step: TrainingStep, store: RunStore | None,
         step.model.load_weights(branch["model"], branch.get("temperature", 1.0))  # fork_problems checked the shape
         position.epoch = position.schedule_start = branch["epoch"]
         record.update(parent=parent.id, parent_epoch=branch["epoch"], parent_checkpoint=which)
-    run = store.create(setup.config, record, name=setup.config.name) if store is not None else None
+    run = store.create(setup.config, record, name=setup.config.name, run_id=run_id) if store is not None else None
     return run, position
 
 
@@ -204,8 +229,9 @@ def continue_run(run: Run, saved: dict[str, Any], step: TrainingStep, setup: Set
         records=saved.get("records"),
     )
     run.claim(heartbeat=time.time(), resumed=time.time())
-    emit(StatusEvent(f"Resuming {run.name} at epoch {position.epoch + 1}, batch {position.batch + 1}"))
-    emit(ResumeEvent(run.id, position.epoch, position.batch, list(position.history)))
+    resumed = ResumeEvent(run.id, position.epoch, position.batch, list(position.history), len(setup.loader))
+    emit(StatusEvent(f"Resuming {run.name} at {resumed.where()}"))
+    emit(resumed)
     return position
 
 
@@ -246,6 +272,7 @@ class EpochLoop:
                 try:
                     event = self.evaluate(epoch)
                 except StopRequested:
+                    position.sums["epoch_s"] = time.monotonic() - self.epoch_start
                     self.save()
                     return "stopped", f"stopped by the user while evaluating epoch {epoch + 1}; resume " \
                                       "evaluates it and goes on"
@@ -272,8 +299,14 @@ class EpochLoop:
         loss_sum = torch.tensor(position.sums["loss_sum"], device=device)
         correct = torch.tensor(position.sums["correct"], device=device)
         seen = int(position.sums["seen"])
-        epoch_start = self.epoch_start = time.monotonic()
-        first_images = position.images
+        session_start = time.monotonic()
+        self.epoch_start = session_start - position.sums.get("epoch_s", 0.0)  # earlier sessions' share counts
+
+        def sums() -> dict[str, float]:
+            trained = position.sums.get("train_s", 0.0) + time.monotonic() - session_start
+            return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": float(seen),
+                    "epoch_s": time.monotonic() - self.epoch_start, "train_s": trained}
+
         self.reporter.start_epoch()
         self.records.begin_epoch(epoch, position.batch)
         for i, x, y in loader.batches(epoch, position.batch):
@@ -289,14 +322,13 @@ class EpochLoop:
             position.batch, position.images = i + 1, position.images + len(y)
             self.reporter.batch(epoch, loss, lr)
             if self.reporter.checkpoint_due():
-                position.sums = {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": float(seen)}
-                self.save()
-        position.sums = {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": float(seen)}
+                self.save(sums=sums())
+        position.sums = sums()
         if not math.isfinite(position.sums["loss_sum"]):
             raise TrainingDiverged(f"the training loss became {position.sums['loss_sum']} in epoch {epoch + 1}: "
                                    "the run diverged. Lower the learning rate or add warm-up.")
         self.lr = self.schedule.lr(epoch, max(0, position.batch - 1))
-        self.epoch_pace = (position.images - first_images) / max(time.monotonic() - epoch_start, 1e-9)
+        self.epoch_pace = position.sums["seen"] / max(position.sums["train_s"], 1e-9)
         return position.batch >= len(loader)
 
     def evaluate(self, epoch: int) -> EpochEvent:
@@ -337,7 +369,9 @@ class EpochLoop:
             self.run.heartbeat(progress={"epoch": event.epoch, "batch": 0, "batches": len(self.setup.loader)})
         self.emit(event)
 
-    def save(self, which: str = "last") -> None:
+    def save(self, which: str = "last", sums: dict[str, float] | None = None) -> None:
+        if sums is not None:  # mid-epoch: the running sums as they are now
+            self.position.sums = sums
         if self.run is None:
             return
         self.position.elapsed_s = self.reporter.elapsed()

@@ -212,18 +212,30 @@ class RunStore:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root else default_runs_dir()
 
-    def create(self, config: TrainConfig, record: dict[str, Any], name: str = "") -> Run:
-        """A new run folder holding the config (with `record`: seed, device, versions, data source)."""
+    def reserve(self, name: str = "") -> Path:
+        """A new, empty run folder named after the time and `name` (a run is made in it by `create`)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", name or config.name or "run").strip("-")[:40] or "run"
+        slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", name or "run").strip("-")[:40] or "run"
         self.root.mkdir(parents=True, exist_ok=True)
         for n in range(1000):
             path = self.root / f"{stamp}-{slug}" if n == 0 else self.root / f"{stamp}-{slug}-{n}"
             try:
                 path.mkdir()
-                break
+                return path
             except FileExistsError:
                 continue
+        raise RuntimeError(f"no free run folder name for {slug} in {self.root}")
+
+    def create(self, config: TrainConfig, record: dict[str, Any], name: str = "", run_id: str = "") -> Run:
+        """A new run holding the config (with `record`: seed, device, versions, data source), in a new folder or
+        in the one reserved for it (`run_id`, as the app's launcher does)."""
+        if run_id:
+            path = self.root / run_id
+            if (path / "config.json").exists():
+                raise FileExistsError(f"run {run_id} exists already in {self.root}")
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path = self.reserve(name or config.name)
         run = Run(path)
         atomic_write_json(path / "config.json", {"config": config.to_dict(), **record})
         run.update_meta(name=name or config.name or path.name, started=time.time())

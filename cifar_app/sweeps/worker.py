@@ -88,8 +88,8 @@ class TrialRunStore(RunStore):
         self.sweep, self.trial = sweep, trial
         self.run: Run | None = None
 
-    def create(self, config: TrainConfig, record: dict[str, Any], name: str = "") -> Run:
-        self.run = super().create(config, {**record, "sweep": self.sweep, "trial": self.trial.number}, name)
+    def create(self, config: TrainConfig, record: dict[str, Any], name: str = "", run_id: str = "") -> Run:
+        self.run = super().create(config, {**record, "sweep": self.sweep, "trial": self.trial.number}, name, run_id)
         self.trial.set_user_attr("run_id", self.run.id)
         return self.run
 

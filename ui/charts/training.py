@@ -182,12 +182,12 @@ def thinned(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
     return frame.iloc[keep]
 
 
-def batch_loss_chart(
+def batch_loss_frame(
     points: pd.DataFrame, smoothing: float = DEFAULT_SMOOTHING, max_points: int = MAX_LOSS_POINTS_DRAWN
-) -> alt.Chart:
-    """The running training loss report by report (`position` in epochs, `loss`): raw and smoothed (before
-    thinning to `max_points`, so the average sees every report). `smoothing` is 0 (the raw line twice) to
-    MAX_SMOOTHING; the raw line is always drawn, faint, under the smoothed one."""
+) -> pd.DataFrame:
+    """The running loss's drawn rows (position, epoch, batch, series, value): each report's loss raw and smoothed
+    (before thinning to `max_points`, so the average sees every report). `smoothing` is 0 (the raw line twice)
+    to MAX_SMOOTHING."""
     if not 0 <= smoothing <= MAX_SMOOTHING:
         raise ValueError(f"smoothing must be between 0 and {MAX_SMOOTHING} (got {smoothing})")
     frame = points.assign(smoothed=smoothed(points["loss"], smoothing)) if len(points) else points.assign(smoothed=[])
@@ -195,9 +195,15 @@ def batch_loss_chart(
     long = frame.melt(id_vars=["position", "epoch", "batch"], value_vars=["loss", "smoothed"],
                       var_name="series", value_name="value")
     long["series"] = long["series"].map({"loss": "raw", "smoothed": "smoothed"})
+    return long
+
+
+def batch_loss_layout(single: bool = False) -> alt.Chart:
+    """The running loss chart without its data (`batch_loss_frame`'s rows): a live view sends the layout once and
+    then only new rows. `single`: one report, which a line would not draw."""
     return (
-        alt.Chart(long, title="Running training loss")
-        .mark_line(point=len(frame) == 1)  # a line of one report would draw nothing
+        alt.Chart(title="Running training loss")
+        .mark_line(point=single)
         .encode(
             x=alt.X("position:Q", title="epoch", scale=alt.Scale(zero=False), axis=alt.Axis(format=POSITION_FORMAT)),
             y=alt.Y("value:Q", title="training loss", scale=alt.Scale(zero=False), axis=alt.Axis(format=LOSS_FORMAT)),
@@ -212,20 +218,31 @@ def batch_loss_chart(
     )
 
 
-def lr_chart(points: pd.DataFrame, max_points: int = MAX_LOSS_POINTS_DRAWN) -> alt.Chart:
-    """The learning rate over the run (`position` in epochs, `lr`), so that the schedule can be seen: warm-up,
-    decay, a fork's fresh start. On a log axis when it changes by LOG_LR_RATIO or more (a rate of 0, which a log
-    axis cannot show, is left out there); on a linear axis from 0 otherwise."""
+def batch_loss_chart(
+    points: pd.DataFrame, smoothing: float = DEFAULT_SMOOTHING, max_points: int = MAX_LOSS_POINTS_DRAWN
+) -> alt.Chart:
+    """The running training loss report by report (`position` in epochs, `loss`): raw and smoothed; the raw line is
+    always drawn, faint, under the smoothed one."""
+    long = batch_loss_frame(points, smoothing, max_points)
+    return batch_loss_layout(single=len(long) == 2).properties(data=long)
+
+
+def lr_frame(points: pd.DataFrame, max_points: int = MAX_LOSS_POINTS_DRAWN) -> tuple[pd.DataFrame, bool]:
+    """The learning rate's drawn rows (position, lr), and whether its axis is logarithmic: when the rate changes by
+    LOG_LR_RATIO or more (a rate of 0, which a log axis cannot show, is then left out)."""
     frame = thinned(points[["position", "lr"]].astype("float64"), max_points)
     positive = frame["lr"][frame["lr"] > 0]
-    log = len(positive) > 1 and positive.max() / positive.min() >= LOG_LR_RATIO
-    if log:
-        frame = frame[frame["lr"] > 0]
+    log = bool(len(positive) > 1 and positive.max() / positive.min() >= LOG_LR_RATIO)
+    return (frame[frame["lr"] > 0] if log else frame), log
+
+
+def lr_layout(log: bool, single: bool = False) -> alt.Chart:
+    """The learning-rate chart without its data (`lr_frame`'s rows); on a log axis or a linear one from 0."""
     scale = alt.Scale(type="log") if log else alt.Scale(zero=True)
     return (
-        alt.Chart(frame, title="Learning rate")
+        alt.Chart(title="Learning rate")
         # a line through one report would draw nothing
-        .mark_line(color=LR_COLOUR, point=alt.OverlayMarkDef(color=LR_COLOUR) if len(frame) == 1 else False)
+        .mark_line(color=LR_COLOUR, point=alt.OverlayMarkDef(color=LR_COLOUR) if single else False)
         .encode(
             x=alt.X("position:Q", title="epoch", scale=alt.Scale(zero=False), axis=alt.Axis(format=POSITION_FORMAT)),
             y=alt.Y("lr:Q", title="learning rate" + (" (log scale)" if log else ""), scale=scale,
@@ -235,6 +252,13 @@ def lr_chart(points: pd.DataFrame, max_points: int = MAX_LOSS_POINTS_DRAWN) -> a
         )
         .properties(height=CHART_HEIGHT)
     )
+
+
+def lr_chart(points: pd.DataFrame, max_points: int = MAX_LOSS_POINTS_DRAWN) -> alt.Chart:
+    """The learning rate over the run (`position` in epochs, `lr`), so that the schedule can be seen: warm-up,
+    decay, a fork's fresh start."""
+    frame, log = lr_frame(points, max_points)
+    return lr_layout(log, single=len(frame) == 1).properties(data=frame)
 
 
 COMPARE_TITLES = {"test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)",
