@@ -232,7 +232,7 @@ def test_the_runs_page_and_a_sweep_judge_a_remote_run_by_the_same_rule(tmp_path)
     import optuna
 
     from cifar_app.store.liveness import STALE_AFTER_S
-    from cifar_app.sweeps.worker import dead_reason
+    from cifar_app.sweeps.claims import dead_reason
 
     store = RunStore(tmp_path)
     run = store.create(tiny_config(name="remote"), {}, name="remote")
