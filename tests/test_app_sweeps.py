@@ -199,3 +199,12 @@ def test_go_on_pressed_in_two_tabs_and_in_a_second_app_starts_the_workers_once(e
         for sleeper in sleepers:
             os.kill(sleeper.pid, signal.SIGKILL)
             sleeper.wait()
+
+
+def test_an_unreachable_database_is_a_sentence_with_its_password_masked(env, monkeypatch):
+    monkeypatch.setenv("CIFAR_SWEEP_STORAGE", "postgresql://sweeper:hunter2-xyz@127.0.0.1:9/sweeps")
+    at = page()
+    assert not at.exception
+    said = texts(at)
+    assert "cannot reach the sweep storage postgresql://sweeper:***@127.0.0.1:9/sweeps" in said
+    assert "hunter2" not in said

@@ -121,6 +121,7 @@ def test_workers_take_the_gpus_their_parent_was_given_and_get_the_storage_in_the
     assert wait_all(processes) == [0, 0], logs(storage.folder / "logs")
     assert seen == [("2", url, False), ("3", url, False)]
     assert "CUDA_VISIBLE_DEVICES=2" in logs(storage.folder / "logs")  # each worker says where it trains
+    assert "sweep gpus is stopped: this worker takes no trial" in logs(storage.folder / "logs")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: a cuda sweep can run here")

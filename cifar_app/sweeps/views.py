@@ -1,8 +1,8 @@
 """What the Sweeps page and `sweep show` show of a study: the trials table, the sweep's state and best trial,
 importances, learning curves and the CLI's leaderboard. Reads only. A trial's value is its validation accuracy
-at its last epoch (the objective), or, while it runs or where it was pruned, at its latest epoch. Times come from
-the worker's own clock (time.time()), never from Optuna's naive local datetimes: a viewer in another time zone
-sees the same seconds.
+at its last epoch (the objective), or, while it runs or where it was pruned, at its latest epoch. A trial's time is
+what its worker measured (its claim time while it runs), not Optuna's start and end stamps, which whichever
+process ended the trial sets: one that failed it from another host, with another clock, too.
 """
 
 from __future__ import annotations

@@ -278,6 +278,8 @@ def work(name: str, storage: SweepStorage, *, data_dir: str | None = None, quit:
         asked = time.monotonic()
         claimed = worker.retrying(lambda: claim_trial(study, spec, storage), "claim a trial")
         if claimed is None:
+            if worker.retrying(lambda: stop_requested(study), "read the stop flag"):
+                echo(f"sweep {name} is stopped: this worker takes no trial (Go on, on the Sweeps page, resumes it)")
             break
         trial, params = claimed
         worker.set_attr(trial, "claim_s", round(time.monotonic() - asked, 3))
