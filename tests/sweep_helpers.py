@@ -120,6 +120,8 @@ class PgServer:
         assert done.returncode == 0, done.stderr.decode()[-500:]
 
     def stop(self) -> None:
+        if self.bindir is None:
+            return
         subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
                         "stop"], capture_output=True, cwd=self.root)
         shutil.rmtree(self.root, ignore_errors=True)
