@@ -23,7 +23,7 @@ from cifar_app.sweeps import worker as sweep_worker
 from cifar_app.config import TrainConfig
 from cifar_app.engine.loop import recorded_command
 from cifar_app.store.runs import RunStore
-from cifar_app.sweeps.space import Dimension, SearchSpace, SpaceError, param_column
+from cifar_app.sweeps.space import Dimension, SearchSpace, SpaceError
 from cifar_app.sweeps.storage import SweepError, SweepStorage, masked
 from conftest import write_batches
 from sweep_helpers import states, tiny_spec

@@ -35,7 +35,7 @@ from cifar_app.engine.loop import RunResult, train
 from cifar_app.events import EpochEvent, Event
 from cifar_app.store.liveness import process_alive, process_start
 from cifar_app.store.runs import Run, RunStore
-from cifar_app.sweeps.claims import Heartbeat, claim_trial, look_after, requeue_interrupted
+from cifar_app.sweeps.claims import Heartbeat, claim_trial, interrupted, look_after, requeue_interrupted
 from cifar_app.sweeps.spec import STATE_NAMES, SweepSpec, load_sweep, stop_requested
 from cifar_app.sweeps.storage import SweepError, SweepStorage, is_storage_error
 
@@ -196,7 +196,8 @@ def _conclude(worker: Worker, trial: optuna.Trial, watcher: TrialWatcher, result
         frozen = worker.retrying(lambda: worker.study._storage.get_trial(trial._trial_id), "read the trial")
         why = frozen.user_attrs.get("reason") or (f"its heartbeat did not reach the database for over "
                                                   f"{worker.spec.grace_s} s")
-        reason = f"trial {trial.number} was ended by another process ({why}); it is run again"
+        reason = f"trial {trial.number} was ended by another process ({why})" + (
+            "; it is run again" if interrupted(frozen) else "")
         if result.run is not None:
             result.run.update_meta(reason=reason + "; this run can be resumed from the Runs page")
         worker.echo(reason)
