@@ -15,6 +15,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from cifar_app.sweeps import claims as sweep_claims
 from cifar_app.sweeps import spec as sweep_spec
 from cifar_app.sweeps import views as sweep_views
 from cifar_app.sweeps import worker as sweep_worker
@@ -22,7 +23,9 @@ from ui.charts import sweeps as sweep_charts
 from cifar_app.config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig, preset
 from cifar_app import device
 from cifar_app.device import pick_device
-from cifar_app.sweeps.space import Dimension, FIELD_TYPES, SearchSpace, SWEEPABLE, parse_value, suggested
+from cifar_app.sweeps.space import (
+    Dimension, FIELD_TYPES, SearchSpace, SWEEPABLE, param_column, parse_value, suggested,
+)
 from cifar_app.sweeps.spec import SweepSpec
 from cifar_app.sweeps.storage import SweepError, SweepStorage
 from ui import common
@@ -43,10 +46,11 @@ TABLE_COLUMNS = {
     "trial": st.column_config.NumberColumn("trial", format="%d"),
     "state": st.column_config.TextColumn("state", help="running, complete, pruned (stopped early by the pruner) "
                                                        "or failed (with its reason)"),
-    "val_acc": st.column_config.NumberColumn("best val acc", format="%.2f%%",
-                                             help="validation accuracy: the objective (a pruned or running trial's "
-                                                  "best epoch so far)"),
-    "epochs": st.column_config.TextColumn("epochs", help="done / planned"),
+    "val_acc": st.column_config.NumberColumn("final val acc", format="%.2f%%",
+                                             help="validation accuracy at the trial's last epoch: the objective (a "
+                                                  "running trial: at its latest epoch; a pruned one: at the epoch it "
+                                                  "was stopped)"),
+    "epochs": st.column_config.TextColumn("trained", help="epochs done / planned"),
     "seconds": st.column_config.NumberColumn("time", format="%.0f s"),
     "reason": st.column_config.TextColumn("reason", width="large"),
     "run": st.column_config.TextColumn("run", help="the trial's run folder: open it on the Runs page below"),
@@ -61,12 +65,6 @@ def _storage(runs_dir: str, url: str | None) -> SweepStorage:
 def sweep_storage() -> SweepStorage:
     """One storage per server process (the journal is read incrementally), in the runs folder the app uses."""
     return _storage(str(common.runs_store().root.resolve()), os.environ.get("CIFAR_SWEEP_STORAGE") or None)
-
-
-@st.cache_resource(show_spinner=False)
-def started_here() -> dict[str, list]:
-    """The worker processes this server started, per sweep: "starting" until they claim a trial."""
-    return {}
 
 
 @st.cache_resource(show_spinner=False)
@@ -124,11 +122,11 @@ def start_sweep(spec: SweepSpec, workers: int) -> None:
     """Create the study and start its workers; then watch it (a button's callback, before the page draws)."""
     storage = sweep_storage()
     try:
-        sweep_spec.create_sweep(spec, storage)
+        study = sweep_spec.create_sweep(spec, storage)
+        sweep_worker.start_workers_here(study, spec, storage, workers, gpu_count())
     except SweepError as error:
         st.session_state[NOTICE_KEY] = ("error", str(error))
         return
-    started_here()[spec.name] = sweep_worker.launch_workers(spec.name, storage, workers, gpu_count())
     st.session_state[PICK_KEY] = spec.name
     st.session_state[VIEW_KEY] = "Watch"
     st.session_state[NOTICE_KEY] = ("success", f"Started sweep **{spec.name}** with {workers} worker "
@@ -151,22 +149,28 @@ def new_sweep_form() -> None:
                                                                 "on it, the same images for every trial")
     subset = split[1].number_input("Training subset (0 = all)", 0, 50_000, 0, step=1000, key="sweep_subset",
                                    help="train each trial on this many images: a quicker, rougher search")
-    workers = split[2].number_input("Trials at once", 1, max(1, gpus or os.cpu_count() or 1), 1, key="sweep_workers",
+    searched = "epochs" in st.session_state.get("sweep_fields", DEFAULT_FIELDS)
+    epochs = split[2].number_input("Epochs per trial", 1, 200, preset(preset_name).epochs, key="sweep_epochs",
+                                   disabled=searched, help="searched below" if searched else
+                                   "how long each trial trains (or search epochs below)")
+    workers = split[3].number_input("Trials at once", 1, max(1, gpus or os.cpu_count() or 1), 1, key="sweep_workers",
                                     help=f"worker processes started here: one per GPU ({gpus} here)" if gpus else
                                     "worker processes started here; on a CPU they share its cores, so one is "
                                     "usually fastest. Other machines can add workers with the CLI.")
-    sampler = split[3].segmented_control("Sampler", list(sweep_spec.SAMPLERS), default="tpe", key="sweep_sampler",
-                                         required=True, help=SAMPLER_HELP)
-    pruner = st.segmented_control("Early stopping of poor trials", list(sweep_spec.PRUNERS), default="median",
-                                  key="sweep_pruner", required=True, help=PRUNER_HELP)
-    base = preset(preset_name, data_dir=common.data_dir())
+    choose = st.columns(2)
+    sampler = choose[0].segmented_control("Sampler", list(sweep_spec.SAMPLERS), default="tpe", key="sweep_sampler",
+                                          required=True, help=SAMPLER_HELP)
+    pruner = choose[1].segmented_control("Early stopping of poor trials", list(sweep_spec.PRUNERS), default="median",
+                                         key="sweep_pruner", required=True, help=PRUNER_HELP)
+    base = preset(preset_name, data_dir=common.data_dir(), epochs=int(epochs))
     fields = st.multiselect("Hyperparameters to search", list(SWEEPABLE), default=DEFAULT_FIELDS,
                             key="sweep_fields", help="each gets a range or a list of values below; the others "
                                                      "keep the preset's values")
     dims = tuple(dimension_editor(field, base) for field in fields)
     spec = SweepSpec.from_preset(name.strip(), preset_name, SearchSpace(dims), data_dir=common.data_dir(),
                                  val_size=int(val_size), train_subset=int(subset), trials=int(trials),
-                                 sampler=sampler, pruner=pruner, workers=int(workers))
+                                 sampler=sampler, pruner=pruner, workers=int(workers),
+                                 settings={"epochs": int(epochs)})
     problems = spec.problems()
     if problems:
         st.error("Cannot start yet:\n" + "\n".join(f"- {p}" for p in problems), icon=":material/block:")
@@ -179,23 +183,35 @@ def new_sweep_form() -> None:
 # -- watching a sweep -------------------------------------------------------------------------------------
 
 
+def go_on(name: str) -> None:
+    """"Go on": see that the sweep's workers run here, starting only those missing (a second tab, or a second
+    app on this machine, starts none), and clear its stop flag (a button's callback)."""
+    try:
+        study, spec = sweep_spec.load_sweep(name, sweep_storage())
+        started = sweep_worker.start_workers_here(study, spec, sweep_storage(), spec.workers, gpu_count())
+    except SweepError as error:
+        st.session_state[NOTICE_KEY] = ("error", str(error))
+        return
+    st.session_state[NOTICE_KEY] = ("success", f"Started {started} worker process{'es' if started != 1 else ''} for "
+                                               f"**{name}**." if started else
+                                    f"**{name}** already has {spec.workers} worker(s) running on this machine.")
+
+
 def controls(study, spec: SweepSpec, state: sweep_views.SweepState) -> None:
-    """Stop; or, with budget left and no worker, start workers here to go on."""
-    starting = [p for p in started_here().get(spec.name, []) if p.poll() is None]
+    """Stop; or, with budget left, start workers here to go on (those started here and still loading are shown)."""
+    here = sweep_worker.workers_here(study)
     if state.phase in ("running", "waiting") and st.button("Stop sweep", key="sweep_stop", icon=":material/stop:",
                                                            help="every worker ends its trial within one batch and "
                                                                 "takes no more; the trials' runs stay"):
         sweep_spec.request_stop(study)
         st.rerun()
     if state.phase in ("waiting", "stopped") and state.done < state.budget:
-        if starting and state.phase == "waiting":
-            st.caption(f":material/hourglass_top: {len(starting)} worker(s) started here are loading…")
-        elif st.button(f"Go on with {spec.workers} worker(s) here", key="sweep_resume",
-                       icon=":material/play_arrow:", help="start worker processes on this machine for the trials "
-                                                          "left"):
-            sweep_spec.request_stop(study, False)
-            started_here()[spec.name] = sweep_worker.launch_workers(spec.name, sweep_storage(), spec.workers, gpu_count())
-            st.rerun()
+        if here and state.phase == "waiting":
+            st.caption(f":material/hourglass_top: {len(here)} worker(s) started on this machine are loading…")
+        else:
+            st.button(f"Go on with {spec.workers} worker(s) here", key="sweep_resume", icon=":material/play_arrow:",
+                      help="start worker processes on this machine for the trials left", on_click=go_on,
+                      args=(spec.name,))
 
 
 def headline(study, spec: SweepSpec, state: sweep_views.SweepState) -> None:
@@ -204,10 +220,10 @@ def headline(study, spec: SweepSpec, state: sweep_views.SweepState) -> None:
     cols[0].metric("Trials done", f"{state.done} of {state.budget}")
     best = state.best
     cols[1].metric("Best validation accuracy", f"{best.value:.2f}%" if best else "–",
-                   help="the objective; trials are compared on it")
+                   help="the objective: the best trial's validation accuracy at its last epoch")
     test = best.user_attrs.get("test_acc") if best else None
     cols[2].metric("Its test accuracy", f"{test:.2f}%" if test is not None else "–",
-                   help="the best trial's test accuracy, measured once at its end: it chose nothing")
+                   help="the best trial's test accuracy, measured once, at its last epoch: it chose nothing")
     cols[3].metric("Best trial", f"#{best.number}" if best else "–")
     st.caption(" · ".join(line.strip() for line in spec.describe()) + f" · stored in {sweep_storage().describe()}")
 
@@ -250,22 +266,24 @@ def live_view(name: str, live: bool) -> None:
     """The sweep's state, controls, trials table and charts; redrawn every few seconds by its fragment."""
     try:
         study, spec = sweep_spec.load_sweep(name, sweep_storage())
+        with sweep_storage().reachable():
+            sweep_claims.look_after(study, sweep_storage())  # the heartbeat (database) or the pid rule (journal)
+            state = sweep_views.sweep_state(study, spec)
+            rows = sweep_views.trial_rows(study, spec)
     except SweepError as error:
-        st.error(str(error))
+        st.error(str(error), icon=":material/cloud_off:")
         return
-    sweep_worker.fail_dead_trials(study, common.runs_store())
-    state = sweep_views.sweep_state(study, spec)
     if (state.phase in LIVE_PHASES) != live:
         st.rerun()  # started or ended: redraw the page, which sets the refresh rate
     headline(study, spec, state)
     controls(study, spec, state)
-    rows = sweep_views.trial_rows(study, spec)
     if not rows:
         st.info("No trial yet: the workers load the data and claim the first trials.", icon=":material/hourglass_top:")
         return
     frame = pd.DataFrame(rows)
-    shown = frame[["trial", "state", "val_acc", "epochs", "seconds", *spec.space.names, "reason", "run"]]
-    event = st.dataframe(shown, hide_index=True, key=f"sweep_trials_{name}", column_config=TABLE_COLUMNS,
+    params = {param_column(n): st.column_config.Column(n) for n in spec.space.names}
+    shown = frame[["trial", "state", "val_acc", "epochs", "seconds", *params, "reason", "run"]]
+    event = st.dataframe(shown, hide_index=True, key=f"sweep_trials_{name}", column_config={**TABLE_COLUMNS, **params},
                          on_select="rerun", selection_mode="single-row", placeholder="")  # not known yet: blank
     picked = event.selection.rows if event is not None else []
     selected = int(shown.iloc[picked[0]]["trial"]) if picked else None
@@ -295,10 +313,11 @@ def watch_section() -> None:
     name = st.selectbox("Sweep", names, key=PICK_KEY, help="every sweep in the storage, newest first")
     try:
         study, spec = sweep_spec.load_sweep(name, sweep_storage())
+        with sweep_storage().reachable():
+            live = sweep_views.sweep_state(study, spec).phase in LIVE_PHASES
     except SweepError as error:
-        st.error(str(error))
+        st.error(str(error), icon=":material/cloud_off:")
         return
-    live = sweep_views.sweep_state(study, spec).phase in LIVE_PHASES
     st.fragment(live_view, run_every=LIVE_S if live else WATCH_S)(name, live)
 
 

@@ -12,7 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-FILE_MODE = 0o644
+
+
+def _file_mode() -> int:
+    """The mode a plain `open()` would give a new file: 0666 less the user's umask (022: readable by all, for a
+    runs folder shared by users or machines; 077: private). mkstemp's own 0600 would ignore the user's choice."""
+    try:  # Linux says the umask without changing it (os.umask would, for a moment, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
@@ -20,8 +33,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); a runs folder shared by users or machines needs the usual mode
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
             write(f)
             f.flush()

@@ -1,11 +1,14 @@
 """The Sweeps page through AppTest: the form refuses an impossible search before anything starts, Start creates
 the study and hands it to worker processes (here a stand-in records the call, and the test trains the trials
 in its own process, as a worker would), the live view shows the trials, the best trial's test accuracy and the
-charts, links a trial to its run both ways, stops and goes on, and fails a trial whose worker died."""
+charts (also when `epochs` is searched), links a trial to its run both ways, stops and goes on (once, however
+many tabs or apps press it), and fails a trial whose worker died."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -54,9 +57,10 @@ def texts(at: AppTest) -> str:
                      for e in kind)
 
 
-def finished_sweep(tmp_path, name: str = "done", trials: int = 3) -> SweepSpec:
+def finished_sweep(tmp_path, name: str = "done", trials: int = 3, vary: tuple[str, ...] = ("lr=1e-3:1e-2:log",)
+                   ) -> SweepSpec:
     storage = SweepStorage(tmp_path / "runs")
-    spec = SweepSpec.from_preset(name, "quick", SearchSpace.from_flags(["lr=1e-3:1e-2:log"]),
+    spec = SweepSpec.from_preset(name, "quick", SearchSpace.from_flags(list(vary)),
                                  data_dir=str(tmp_path / "data"), val_size=50, settings=TINY, trials=trials,
                                  pruner="none")
     sweep_spec.create_sweep(spec, storage)
@@ -83,6 +87,7 @@ def test_the_form_refuses_an_impossible_search_and_starts_a_valid_one(env):
     at.multiselect(key="sweep_fields").set_value(["lr"]).run()
     at.segmented_control(key="sweep_dim_lr_mode").set_value("log range").run()
     at.number_input(key="sweep_dim_lr_low").set_value(0.001).run()
+    at.number_input(key="sweep_epochs").set_value(1).run()  # a short sweep without searching epochs
     assert not at.button(key="sweep_start").disabled and not at.error
     at.button(key="sweep_start").click().run()
     assert launched == [("first", 1)] and not at.exception
@@ -90,6 +95,7 @@ def test_the_form_refuses_an_impossible_search_and_starts_a_valid_one(env):
     assert at.selectbox(key="sweep_pick").value == "first"
     spec = sweep_spec.load_sweep("first", SweepStorage(tmp_path / "runs"))[1]
     assert (spec.trials, spec.base.val_size, spec.space.names, spec.base.records) == (3, 100, ["lr"], False)
+    assert spec.base.epochs == 1 and spec.trial_config({"lr": 1e-3}, 0).eval_every == 1
 
     at.segmented_control(key="sweeps_view").set_value("New sweep").run()
     at.text_input(key="sweep_name").set_value("first").run()
@@ -142,9 +148,63 @@ def test_stop_and_go_on_and_a_dead_worker_s_trial_fails(env):
     at = page()
     assert not at.exception
     table = at.dataframe[0].value
-    assert table["state"].tolist() == ["failed"] and f"its worker (pid {gone.pid}) died" in table["reason"][0]
+    assert table["state"].tolist() == ["failed", "waiting"] and f"its worker (pid {gone.pid}) died" in table["reason"][0]
+    assert table["reason"][1] == "queued: runs trial 0 again"  # its hyperparameters were never judged
     assert "Waiting for workers: 0 of 2 trials done" in at.get("progress")[0].proto.text
     at.button(key="sweep_stop").click().run()
     assert sweep_spec.stop_requested(study) and "Stopped" in at.get("progress")[0].proto.text
     at.button(key="sweep_resume").click().run()
     assert not sweep_spec.stop_requested(study) and launched == [("idle", 2)]
+
+
+def test_a_sweep_that_searches_epochs_shows_its_table_charts_and_importances(env):
+    """`epochs` is both a searched hyperparameter and the table's progress column: both are shown."""
+    tmp_path, _ = env
+    finished_sweep(tmp_path, "short", trials=3, vary=("lr=1e-3:1e-2:log", "epochs=1,2"))
+    study, _ = sweep_spec.load_sweep("short", SweepStorage(tmp_path / "runs"))
+    at = page()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table["param epochs"].tolist() == [t.params["epochs"] for t in study.trials]
+    assert table["epochs"].tolist() == [f"{t.params['epochs']}/{t.params['epochs']}" for t in study.trials]
+    assert len(at.get("vega_lite_chart")) == 4 and "Finished: 3 of 3 trials done" in at.get("progress")[0].proto.text
+
+
+def test_go_on_pressed_in_two_tabs_and_in_a_second_app_starts_the_workers_once(env, monkeypatch):
+    tmp_path, launched = env
+    sleepers = []
+
+    def launch(name, storage, count, gpus=0, terminal=False):  # stand-ins for worker processes: they stay alive
+        launched.append((name, count))
+        sleepers.extend(subprocess.Popen(["sleep", "60"]) for _ in range(count))
+        return sleepers[-count:] if count else []
+
+    monkeypatch.setattr(sweep_worker, "launch_workers", launch)
+    storage = SweepStorage(tmp_path / "runs")
+    spec = SweepSpec.from_preset("twice", "quick", SearchSpace.from_flags(["lr=1e-3:1e-2:log"]),
+                                 data_dir=str(tmp_path / "data"), val_size=50, settings=TINY, trials=4, workers=2)
+    sweep_spec.request_stop(sweep_spec.create_sweep(spec, storage))
+    try:
+        tabs = [page(), page(), page()]  # three tabs on the stopped sweep, each showing "Go on"
+        assert all(tab.button(key="sweep_resume") for tab in tabs)
+        tabs[0].button(key="sweep_resume").click().run()
+        tabs[1].button(key="sweep_resume").click().run()
+        st.cache_resource.clear()  # the third tab's app is another (or this one restarted): it knows nothing of them
+        tabs[2].button(key="sweep_resume").click().run()
+        assert launched == [("twice", 2)] and not any(tab.exception for tab in tabs)
+        assert all("already has 2 worker(s) running on this machine" in texts(tab) for tab in tabs[1:])
+        assert "2 worker(s) started on this machine are loading" in texts(page())
+        assert "sweep_resume" not in [button.key for button in page().button]
+    finally:
+        for sleeper in sleepers:
+            os.kill(sleeper.pid, signal.SIGKILL)
+            sleeper.wait()
+
+
+def test_an_unreachable_database_is_a_sentence_with_its_password_masked(env, monkeypatch):
+    monkeypatch.setenv("CIFAR_SWEEP_STORAGE", "postgresql://sweeper:hunter2-xyz@127.0.0.1:9/sweeps")
+    at = page()
+    assert not at.exception
+    said = texts(at)
+    assert "cannot reach the sweep storage postgresql://sweeper:***@127.0.0.1:9/sweeps" in said
+    assert "hunter2" not in said

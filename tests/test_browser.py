@@ -1,6 +1,7 @@
 """The real app in a real browser: `streamlit run dashboard.py` on a free local port, driven by Playwright in
-Debian's Chromium. One tiny run, watched as the accuracy chart gains points without a reload; one tiny sweep,
-started on the Sweeps page, whose worker process's trials arrive in its table and charts without a reload.
+Debian's Chromium. One tiny run, watched as the accuracy chart gains points without a reload; one tiny sweep
+that searches epochs too, started on the Sweeps page, whose worker process's trials arrive in its table and
+charts without a reload.
 
 The screenshots go to artifacts/ (ignored by git): look at them.
 """
@@ -106,6 +107,14 @@ def test_a_sweep_started_on_the_page_shows_its_trials_as_they_arrive(app_url, tm
             fill(page, "sweep_name", "browser")
             fill(page, "sweep_val_size", "100")
             fill(page, "sweep_trials", "3")
+            # epochs searched too: a short sweep, and a trials table with epochs both as a field and as progress
+            fields = page.locator(".st-key-sweep_fields input")
+            fields.click()
+            fields.fill("epochs")
+            page.get_by_role("option", name="epochs", exact=True).click()
+            page.keyboard.press("Escape")
+            page.wait_for_selector(IDLE)
+            fill(page, "sweep_dim_epochs_values", "1, 2")
             page.locator(".st-key-sweep_pruner").get_by_role("radio", name="none").click()
             page.wait_for_selector(IDLE)
             page.get_by_role("button", name="Start sweep").click()

@@ -212,10 +212,18 @@ def test_a_process_that_exited_unreaped_is_not_alive():
     assert not process_alive(child.pid, started)
 
 
-def test_run_files_are_readable_by_the_other_users_of_a_shared_runs_folder(tmp_path):
-    target = tmp_path / "meta.json"
-    atomic_write_json(target, {"status": "running"})
-    assert target.stat().st_mode & 0o777 == 0o644  # not the private 0600 of a temporary file
+def test_run_files_follow_the_user_s_umask(tmp_path):
+    """Shared (umask 022: readable by the other users of a shared runs folder, not mkstemp's private 0600) or
+    private (umask 077: a run's files are the user's alone), as the user chose."""
+    modes = []
+    for umask in (0o022, 0o077):
+        before = os.umask(umask)
+        try:
+            atomic_write_json(tmp_path / f"meta-{umask:o}.json", {"status": "running"})
+        finally:
+            os.umask(before)
+        modes.append((tmp_path / f"meta-{umask:o}.json").stat().st_mode & 0o777)
+    assert modes == [0o644, 0o600]
 
 
 def test_the_runs_page_and_a_sweep_judge_a_remote_run_by_the_same_rule(tmp_path):
@@ -224,7 +232,7 @@ def test_the_runs_page_and_a_sweep_judge_a_remote_run_by_the_same_rule(tmp_path)
     import optuna
 
     from cifar_app.store.liveness import STALE_AFTER_S
-    from cifar_app.sweeps.worker import dead_reason
+    from cifar_app.sweeps.claims import dead_reason
 
     store = RunStore(tmp_path)
     run = store.create(tiny_config(name="remote"), {}, name="remote")

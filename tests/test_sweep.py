@@ -1,13 +1,12 @@
-"""Sweeps on Optuna: the search space refuses what cannot run, a tiny sweep's trials end as they should and are
-runs on disk, workers in separate processes share a budget (on the journal file and on a real PostgreSQL), a
-killed worker's trial is marked failed while the sweep goes on, and Stop ends a trial within a batch."""
+"""Sweeps on Optuna, in this process on the journal file: the search space refuses what cannot run (a field's
+ends, and where fields join: the largest network, the longest warm-up in the shortest run), a tiny sweep's
+trials end as they should and are runs on disk, the objective is each trial's last epoch everywhere, the median
+pruner compares trials of one length, a grid re-runs an interrupted point, Stop ends a trial within a batch,
+and a trial ended under its worker ends its run with the reason while the worker goes on. Worker processes:
+tests/test_sweep_workers.py; a real PostgreSQL: tests/test_sweep_postgres.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,14 +21,12 @@ from cifar_app.sweeps import spec as sweep_spec
 from cifar_app.sweeps import views as sweep_views
 from cifar_app.sweeps import worker as sweep_worker
 from cifar_app.config import TrainConfig
+from cifar_app.engine.loop import recorded_command
 from cifar_app.store.runs import RunStore
 from cifar_app.sweeps.space import Dimension, SearchSpace, SpaceError
-from cifar_app.sweeps.spec import SweepSpec
-from cifar_app.sweeps.storage import SweepError, SweepStorage
-from conftest import ROOT, write_batches
-
-TINY = dict(blocks=3, width=8, k=2, epochs=3, batch_size=32, device="cpu", val_size=100, records=False)
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+from cifar_app.sweeps.storage import SweepError, SweepStorage, masked
+from conftest import write_batches
+from sweep_helpers import states, tiny_spec
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +45,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_spec(data_dir: Path, name: str = "tiny", space: dict | None = None, **changes) -> SweepSpec:
-    space = SearchSpace.from_dict(space or {"lr": {"low": 1e-3, "high": 1e-2, "log": True}})
-    base = TrainConfig(**{**TINY, "data_dir": str(data_dir), **changes.pop("base", {})})
-    return SweepSpec(name, base, space, **{"trials": 4, "pruner": "none", **changes})
-
-
-def states(study) -> list[str]:
-    return [sweep_spec.STATE_NAMES[t.state] for t in study.get_trials()]
-
-
 # -- the search space and the spec refuse what cannot run, and nothing starts ---------------------------------
 
 
@@ -72,6 +59,10 @@ def states(study) -> list[str]:
     ({"val_size": [1000, 2000]}, "every trial shares it"),
     ({"colour": [1, 2]}, "'colour' is not a hyperparameter a sweep varies"),
     ({"k": []}, "k: no values to choose from"),
+    ({"blocks": [3, 30], "k": [1, 16], "width": [8, 64]},  # each end alone fits under the parameter cap
+     "at the space's hardest point (blocks = 30, k = 16, width = 64): this network would have 373 M parameters"),
+    ({"warmup_epochs": {"low": 0.0, "high": 2.0}, "epochs": [2, 5]},
+     "at the space's hardest point (warmup_epochs = 2, epochs = 2): warm-up (2.0 epochs) must be shorter"),
 ])
 def test_an_impossible_search_space_is_refused_with_its_reason(space, expected):
     with pytest.raises(SpaceError) as refused:
@@ -117,7 +108,24 @@ def test_bad_sweeps_are_refused_and_nothing_starts(tmp_path, data_dir):
     assert "secret" not in str(e.value)
     with pytest.raises(SweepError, match="unsupported sweep storage"):
         SweepStorage(tmp_path, "mysql://db/sweeps").open()
+    with pytest.raises(SweepError, match="Hyperband already decides how many epochs"):
+        sweep_spec.create_sweep(tiny_spec(data_dir, name="hb", space={"epochs": [2, 4]}, pruner="hyperband"), storage)
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name != "sweeps"]  # no run was started
+
+
+def test_a_password_is_masked_and_never_taken_from_a_command_line(tmp_path, capsys):
+    url = "postgresql://sweeper@db-host:5432/sweeps?sslmode=require&password=hunter2-xyz"
+    assert masked(url, url) == "postgresql://sweeper@db-host:5432/sweeps?sslmode=require&password=***"
+    assert masked("postgresql://sweeper:hunter2-xyz@db-host/sweeps", None) == "postgresql://sweeper:***@db-host/sweeps"
+    assert SweepStorage(tmp_path, url).describe().count("hunter2") == 0
+    # a password on --storage is refused with the fix, before anything connects
+    assert sweep_cli.main(["list", "--runs-dir", str(tmp_path), "--storage", url]) == 1
+    out = capsys.readouterr().out
+    assert "export CIFAR_SWEEP_STORAGE" in out and "hunter2" not in out
+    # and what a run records of its command line keeps no --storage value, whatever it was
+    argv = ["/x/cifar_app/sweep.py", "work", "s", "--storage", url, "--runs-dir", "r"]
+    assert "hunter2" not in recorded_command(argv) and "db-host" not in recorded_command(argv)
+    assert recorded_command(["/x/cifar_app/sweep.py", f"--storage={url}"]) == "/x/cifar_app/sweep.py --storage=***"
 
 
 # -- a tiny sweep in this process -----------------------------------------------------------------------------
@@ -150,15 +158,20 @@ def test_a_tiny_sweep_completes_prunes_and_fails_its_trials_and_each_is_a_run(tm
     assert "pruned after epoch 1 of 3" in trials[2].user_attrs["reason"]
     assert runs[2].status() == "stopped" and "pruned" in runs[2].meta()["reason"]  # resumable as any run
     assert "the run diverged" in trials[3].user_attrs["reason"] and runs[3].status() == "failed"
-    best_val = {n: run.meta()["best_val_acc"] for n, run in runs.items() if trials[n].state.name == "COMPLETE"}
-    assert study.best_trial.number == max(best_val, key=best_val.get)
-    assert study.best_trial.value == max(best_val.values())
-    assert study.best_trial.user_attrs["test_acc"] == runs[study.best_trial.number].meta()["best_test_acc"]
+    for number in (0, 1):  # the objective is the last epoch's validation accuracy, and the run says the same
+        run, trial = runs[number], trials[number]
+        assert sorted(trial.intermediate_values) == [1, 2, 3]  # every epoch validated and reported
+        assert trial.value == trial.intermediate_values[3] == run.metrics()[-1]["val_acc"] == run.meta()["best_val_acc"]
+        assert run.meta()["best_epoch"] == 3 and run.load_checkpoint("best")["epoch"] == 3  # best.pt: that epoch
+        assert [r["test_acc"] is not None for r in run.metrics()] == [False, False, True]  # tested once, at the end
+    best = study.best_trial
+    assert best.user_attrs["test_acc"] == runs[best.number].meta()["best_test_acc"]
 
     state = sweep_views.sweep_state(study, spec)
     assert (state.phase, state.done, state.best.number) == ("finished", 4, study.best_trial.number)
     rows = sweep_views.trial_rows(study, spec)
     assert [r["epochs"] for r in rows] == ["3/3", "3/3", "1/3", "0/3"] and rows[0]["run"] == runs[0].id
+    assert [r["val_acc"] for r in rows[:3]] == [trials[0].value, trials[1].value, trials[2].intermediate_values[1]]
     board = "\n".join(sweep_views.leaderboard_lines(study, spec))
     assert f"best: trial {study.best_trial.number}" in board and "its test accuracy" in board
     assert any(line.startswith("trial 2 pruned") for line in lines)
@@ -192,11 +205,13 @@ def test_stop_ends_the_running_trial_within_a_batch_and_no_other_starts(tmp_path
     sweep_spec.request_stop(study)
     worker.join(timeout=10)
     assert not worker.is_alive() and done == [{"failed": 1}]
-    (trial,) = study.get_trials()
+    trial, again = study.get_trials()
     assert "the sweep was stopped during epoch" in trial.user_attrs["reason"]
     assert trial.user_attrs["epochs_done"] < 5
+    # the interrupted trial leaves its slot of the budget to a re-run of its hyperparameters, queued
+    assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == trial.params
     state = sweep_views.sweep_state(study, sweep_spec.load_sweep("tiny", storage)[1])
-    assert (state.phase, state.done) == ("stopped", 0)  # the interrupted trial leaves its slot of the budget
+    assert (state.phase, state.done) == ("stopped", 0)
     sweep_spec.request_stop(study, False)
     assert sweep_views.sweep_state(study, sweep_spec.load_sweep("tiny", storage)[1]).phase == "waiting"
 
@@ -216,122 +231,96 @@ def test_the_cli_creates_shows_and_stops_a_sweep(tmp_path, data_dir, capsys):
     assert sweep_cli.main(["show", "cli", *common]) == 0
     out = capsys.readouterr().out
     assert "Stopped: 0 of 3 trials done" in out and "importances need at least 3 complete trials" in out
+    assert "objective: validation accuracy at each trial's last epoch" in out
     spec = sweep_spec.load_sweep("cli", SweepStorage(tmp_path / "runs"))[1]
-    assert spec.base.eval_every == 2 and spec.base.val_size == 100  # the test set once, at each trial's end
+    assert spec.trial_config({"epochs": 2}, 0).eval_every == 2 and spec.base.val_size == 100  # tested at the end
+    # testing more often would let an earlier epoch be the run's best, not the one its objective comes from
+    assert sweep_cli.main([*create[:1], "every", *create[2:], "--set", "eval_every=1"]) == 1
+    assert "a sweep tests each trial once, at its last epoch" in capsys.readouterr().out
 
 
-# -- worker processes ---------------------------------------------------------------------------------------
 
 
-def start_workers(storage: SweepStorage, name: str, count: int, log_dir: Path) -> list[subprocess.Popen]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen(sweep_worker.worker_command(name, storage), cwd=ROOT, env={**os.environ, **WORKER_ENV},
-                             stdout=open(log_dir / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT)
-            for i in range(count)]
+# -- what a trial's figures mean, and what the pruner compares -------------------------------------------------
 
 
-def wait_all(processes: list[subprocess.Popen], timeout: float = 120) -> list[int]:
-    deadline = time.monotonic() + timeout
-    codes = []
-    for process in processes:
-        try:
-            codes.append(process.wait(max(1.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    return codes
-
-
-def check_shared_budget(storage: SweepStorage, data_dir: Path, log_dir: Path) -> None:
-    """Two worker processes on one study of four trials: four trials in all, each trained once, by both."""
-    sweep_spec.create_sweep(tiny_spec(data_dir, name="shared", trials=4, base={"epochs": 1}), storage)
-    workers = start_workers(storage, "shared", 2, log_dir)
-    assert wait_all(workers) == [0, 0], [p.read_text()[-2000:] for p in log_dir.iterdir()]
-    study, _ = sweep_spec.load_sweep("shared", storage)
-    trials = study.get_trials()
-    assert [t.number for t in trials] == list(range(4)) and states(study) == ["complete"] * 4
-    run_ids = [t.user_attrs["run_id"] for t in trials]
-    on_disk = [r for r in RunStore(storage.runs_dir).runs() if r.config_record().get("sweep") == "shared"]
-    assert len(set(run_ids)) == 4 == len(on_disk) and {r.id for r in on_disk} == set(run_ids)  # none ran twice
-    assert {t.user_attrs["worker"]["pid"] for t in trials} == {p.pid for p in workers}  # both took part
-
-
-def test_two_worker_processes_share_one_budget_on_the_journal_file(tmp_path, data_dir):
-    check_shared_budget(SweepStorage(tmp_path / "runs"), data_dir, tmp_path / "logs")
-
-
-def test_a_killed_worker_s_trial_is_failed_and_the_other_worker_finishes_the_sweep(tmp_path, data_dir):
+def test_a_running_trial_shows_its_latest_epoch_not_its_best_so_far(tmp_path, data_dir):
     storage = SweepStorage(tmp_path / "runs")
-    sweep_spec.create_sweep(tiny_spec(data_dir, name="kill", trials=3, base={"epochs": 4}), storage)
-    study, _ = sweep_spec.load_sweep("kill", storage)
-    victim, survivor = start_workers(storage, "kill", 2, tmp_path / "logs")
-    deadline = time.monotonic() + 90
-    while True:  # the victim's trial has its run and has trained for a moment
-        mine = [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                if t.user_attrs.get("worker", {}).get("pid") == victim.pid and t.user_attrs.get("run_id")]
-        if mine:
-            break
-        assert time.monotonic() < deadline and victim.poll() is None, "the victim never started a trial"
+    study = sweep_spec.create_sweep(tiny_spec(data_dir), storage)
+    trial = study.ask()
+    trial.report(50.0, 1)
+    trial.report(40.0, 2)  # a trial's value is its last epoch's: the objective a complete trial is judged on
+    (row,) = sweep_views.trial_rows(study, sweep_spec.load_sweep("tiny", storage)[1])
+    assert (row["state"], row["val_acc"], row["epochs"]) == ("running", 40.0, "2/3")
+
+
+def test_the_median_pruner_compares_a_trial_only_with_trials_planned_for_as_many_epochs(tmp_path, data_dir):
+    """With epochs searched under a one-cycle schedule, a 4-epoch trial at epoch 1 (its learning rate near the
+    peak) is not judged against a 2-epoch trial's annealed epochs; another 2-epoch trial is."""
+    storage = SweepStorage(tmp_path / "runs")
+    spec = tiny_spec(data_dir, space={"lr": [3e-3], "epochs": [2, 4]}, pruner="median", prune_startup=1,
+                     base={"schedule": "onecycle", "warmup_epochs": 0.5})
+    sweep_spec.create_sweep(spec, storage)
+    study, spec = sweep_spec.load_sweep("tiny", storage)
+    verdicts = []
+    for epochs, first in ((2, 60.0), (4, 40.0), (2, 40.0)):
+        study.enqueue_trial({"lr": 3e-3, "epochs": epochs})
+        trial = study.ask()
+        spec.space.suggest(trial)
+        trial.report(first, 1)
+        verdicts.append(trial.should_prune())
+        if epochs == 2 and not verdicts[-1]:
+            trial.report(70.0, 2)
+            study.tell(trial, 70.0)
+    assert verdicts == [False, False, True]
+
+
+# -- interruptions: a grid point is trained again; a trial ended under its worker ------------------------------
+
+
+def test_a_grid_re_runs_an_interrupted_point_and_finishes_only_when_every_point_is_trained(tmp_path, data_dir):
+    space = {"lr": [3e-3, 5e-3], "label_smoothing": [0.0, 0.1]}
+    storage = SweepStorage(tmp_path / "runs")
+    sweep_spec.create_sweep(tiny_spec(data_dir, space=space, sampler="grid", trials=4, base={"epochs": 1}), storage)
+    quit = threading.Event()
+    # the first worker is told to end (Ctrl-C) as its second trial starts, then another worker does the rest
+    sweep_worker.work("tiny", storage, quit=quit, echo=lambda line: quit.set() if line.startswith("trial 1:") else None)
+    study, spec = sweep_spec.load_sweep("tiny", storage)
+    assert sweep_views.sweep_state(study, spec).phase == "waiting"  # not finished: a point is left
+    sweep_worker.work("tiny", storage)
+    trials = study.get_trials()
+    trained = sorted((t.params["lr"], t.params["label_smoothing"]) for t in trials if t.state == TrialState.COMPLETE)
+    assert trained == [(3e-3, 0.0), (3e-3, 0.1), (5e-3, 0.0), (5e-3, 0.1)]  # every point once, none twice
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and "its worker was told to end" in interrupted[0].user_attrs["reason"]
+    state = sweep_views.sweep_state(study, spec)
+    assert (state.phase, state.done) == ("finished", 4)
+
+
+def test_a_trial_ended_under_its_worker_ends_its_run_with_the_reason_and_the_worker_goes_on(tmp_path, data_dir,
+                                                                                          monkeypatch):
+    """Another process took this worker for dead (a database away for longer than the grace period) and failed
+    its trial: the worker's run ends within a batch, saying why, and the worker trains the trial's re-run."""
+    monkeypatch.setattr(sweep_worker, "STOP_CHECK_S", 0.05)
+    storage = SweepStorage(tmp_path / "runs")
+    study = sweep_spec.create_sweep(tiny_spec(data_dir, trials=1, base={"epochs": 6}), storage)
+    done, lines = [], []
+    worker = threading.Thread(target=lambda: done.append(sweep_worker.work("tiny", storage, echo=lines.append)),
+                              daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not any(t.intermediate_values for t in study.get_trials()):
+        assert time.monotonic() < deadline and worker.is_alive()
         time.sleep(0.05)
-    time.sleep(0.3)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert wait_all([survivor]) == [0]
-    trials = {t.number: t for t in study.get_trials()}
-    killed = trials[mine[0].number]
-    assert killed.state.name == "FAIL" and killed.user_attrs["interrupted"]
-    assert f"its worker (pid {victim.pid}) died during epoch" in killed.user_attrs["reason"]
-    # the interrupted trial does not use the budget: three trials ran to their end besides it
-    assert sorted(sweep_spec.STATE_NAMES[t.state] for t in trials.values()) == ["complete"] * 3 + ["failed"]
-    run = RunStore(storage.runs_dir).get(killed.user_attrs["run_id"])
-    assert run.status() == "interrupted"  # kept, and resumable from the Runs page
-
-
-# -- the same on a real PostgreSQL server ---------------------------------------------------------------------
-
-
-def find_postgres() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return versions[-1].parent if versions else None
-
-
-@pytest.fixture
-def postgres_url(tmp_path):
-    """A PostgreSQL server of the test's own, in a temporary folder, on a free local port; its URL."""
-    import socket
-    import tempfile
-
-    bindir = find_postgres()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
-    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as nobody
-        if not shutil.which("runuser"):
-            pytest.skip("running as root without runuser: initdb cannot run as root")
-        shutil.chown(root, "nobody")
-        as_user = ["runuser", "-u", "nobody", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True, cwd=root)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    started = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                              str(root / "server.log"), "-w", "start"], capture_output=True, cwd=root)
-    if started.returncode != 0:
-        pytest.skip(f"PostgreSQL did not start: {(root / 'server.log').read_text()[-500:]}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, cwd=root)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_two_worker_processes_share_one_budget_on_postgresql(tmp_path, data_dir, postgres_url):
-    check_shared_budget(SweepStorage(tmp_path / "runs", postgres_url), data_dir, tmp_path / "logs")
+    first = study.get_trials()[0]
+    for key, value in (("reason", "its worker went quiet 400 s ago"), ("interrupted", True)):
+        study._storage.set_trial_user_attr(first._trial_id, key, value)  # as a claim or the page would, then
+    study.tell(first.number, state=TrialState.FAIL)
+    worker.join(timeout=60)
+    assert not worker.is_alive() and done, "\n".join(lines)
+    first, again = study.get_trials()
+    run = RunStore(storage.runs_dir).get(first.user_attrs["run_id"])
+    assert run.status() == "stopped" and "ended by another process (its worker went quiet 400 s ago)" in \
+        run.meta()["reason"]
+    assert len(run.metrics()) < 6 and again.user_attrs["rerun_of"] == 0 and again.state == TrialState.COMPLETE
+    assert again.params == first.params and done == [{"failed": 1, "complete": 1}]

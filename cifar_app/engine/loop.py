@@ -193,8 +193,21 @@ def run_record(setup: Setup, step: TrainingStep) -> dict[str, Any]:
         "impl": describe_impls(step.model.block_impls(setup.device.type)),
         "precision": "bf16 autocast" if step.bf16 else "fp32", "channels_last": step.channels_last,
         "params": summary.params, "macs": summary.macs, "train_images": len(setup.loader.images),
-        "val_images": len(setup.val[1]), "command": " ".join(sys.argv) if sys.argv and "cifar_app" in sys.argv[0] else "",
+        "val_images": len(setup.val[1]), "command": recorded_command(sys.argv),
     }
+
+
+def recorded_command(argv: list[str]) -> str:
+    """The command line a run keeps, without a secret: the value of `--storage` (a database URL) is dropped, for a
+    run folder is read by others and a password must never reach one."""
+    if not argv or "cifar_app" not in argv[0]:
+        return ""
+    words = []
+    for word in argv:
+        if words and words[-1] == "--storage":
+            word = "***"
+        words.append("--storage=***" if word.startswith("--storage=") else word)
+    return " ".join(words)
 
 
 def begin_run(setup: Setup, step: TrainingStep, store: RunStore | None, fork: tuple[Run, str] | None,

@@ -23,6 +23,15 @@ SHARED_FIELDS = ("val_size", "train_subset", "seed", "eval_every")
 FIELD_TYPES = {f.name: type(getattr(TrainConfig(data_dir=""), f.name)) for f in fields(TrainConfig)}
 SWEEPABLE = tuple(name for name in FIELD_TYPES if name not in RUNTIME_FIELDS and name not in SHARED_FIELDS)
 MAX_GRID = 10_000  # a grid this large is a typo, not a plan: it would never finish
+# The rules of TrainConfig.validate() that join fields (the parameter cap of blocks x K x width; warm-up shorter
+# than the run) bind hardest where each of these fields is at this end of its range: a space is checked there too.
+HARDEST = {"blocks": max, "k": max, "width": max, "warmup_epochs": max, "epochs": min}
+
+
+def param_column(name: str) -> str:
+    """The column of a varied hyperparameter in a trials table: apart from the table's own columns (`epochs`
+    is both a hyperparameter and the table's progress column)."""
+    return f"param {name}"
 
 
 class SpaceError(ValueError):
@@ -183,6 +192,10 @@ class Dimension:
         return cls(name, low=parse_value(name, low), high=parse_value(name, high), log=log, step=step)
 
 
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     dimensions: tuple[Dimension, ...]
@@ -207,10 +220,18 @@ class SearchSpace:
             if own:
                 continue
             for value in dim.values_to_check():
-                shown = f"{value:g}" if isinstance(value, float) else str(value)
-                problems += [f"{dim.name} = {shown}: {problem}"
+                problems += [f"{dim.name} = {_shown(value)}: {problem}"
                              for problem in base.replace(**{dim.name: value}).validate() if problem not in shared]
-        return problems
+        return problems + ([] if problems else self.hardest_point_problems(base))
+
+    def hardest_point_problems(self, base: TrainConfig) -> list[str]:
+        """What fails where the rules that join fields bind hardest (the largest network, the longest warm-up in
+        the shortest run): refused before the sweep starts, not when a trial happens to sample it."""
+        point = {d.name: HARDEST[d.name](d.values_to_check()) for d in self.dimensions if d.name in HARDEST}
+        if len(point) < 2:
+            return []  # one such field alone was checked at both its ends above
+        where = ", ".join(f"{name} = {_shown(value)}" for name, value in point.items())
+        return [f"at the space's hardest point ({where}): {problem}" for problem in base.replace(**point).validate()]
 
     def check(self, base: TrainConfig) -> "SearchSpace":
         problems = self.problems(base)

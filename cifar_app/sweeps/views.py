@@ -1,11 +1,14 @@
 """What the Sweeps page and `sweep show` show of a study: the trials table, the sweep's state and best trial,
-importances, learning curves and the CLI's leaderboard. Reads only.
+importances, learning curves and the CLI's leaderboard. Reads only. A trial's value is its validation accuracy
+at its last epoch (the objective), or, while it runs or where it was pruned, at its latest epoch. A trial's time is
+what its worker measured (its claim time while it runs), not Optuna's start and end stamps, which whichever
+process ended the trial sets: one that failed it from another host, with another clock, too.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -13,36 +16,51 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from cifar_app.sweeps.claims import counted, interrupted, reruns
+from cifar_app.sweeps.space import param_column
 from cifar_app.sweeps.spec import STATE_NAMES, SweepSpec, stop_requested
-from cifar_app.sweeps.worker import counted
 
 
 def trial_value(trial: FrozenTrial) -> float | None:
-    """A trial's validation accuracy: the objective when it completed, else its best epoch so far."""
+    """A trial's validation accuracy at its last epoch (the objective) when it completed, else at its latest."""
     if trial.value is not None:
         return trial.value
-    return max(trial.intermediate_values.values()) if trial.intermediate_values else None
+    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
 
 
 def trial_seconds(trial: FrozenTrial) -> float | None:
-    if trial.datetime_start is None:
-        return None
-    end = trial.datetime_complete or dt.datetime.now()
-    return max(0.0, (end - trial.datetime_start).total_seconds())
+    """Its training time as its worker measured it; while it runs, since its worker claimed it."""
+    if "seconds" in trial.user_attrs:
+        return trial.user_attrs["seconds"]
+    claimed = (trial.user_attrs.get("worker") or {}).get("claimed")
+    return max(0.0, time.time() - claimed) if claimed and trial.state == TrialState.RUNNING else None
+
+
+def trial_reason(trial: FrozenTrial, spec: SweepSpec, again: dict[int, int]) -> str:
+    reason = trial.user_attrs.get("reason", "")
+    if interrupted(trial) and not reason:  # failed by Optuna's heartbeat, in whichever process looked first
+        reason = (f"its worker's heartbeat stopped for over {spec.grace_s} s (the worker was killed, or cut off "
+                  "from the database)")
+    if trial.number in again:
+        reason = f"{reason.removesuffix('; it is run again')}; trial {again[trial.number]} runs it again"
+    if trial.state == TrialState.WAITING and "rerun_of" in trial.user_attrs:
+        reason = f"queued: runs trial {trial.user_attrs['rerun_of']} again"
+    return reason
 
 
 def trial_rows(study: optuna.Study, spec: SweepSpec) -> list[dict[str, Any]]:
     """One row per trial: number, state, validation accuracy, epochs done/planned, seconds, reason, run, and
-    each varied hyperparameter."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
+    each varied hyperparameter (in its `param_column`)."""
+    trials = study.get_trials(deepcopy=False)
+    rows, again = [], reruns(trials)
+    for t in trials:
         planned = t.params.get("epochs", spec.base.epochs)
         done = t.user_attrs.get("epochs_done", len(t.intermediate_values))
         rows.append({
             "trial": t.number, "state": STATE_NAMES.get(t.state, t.state.name.lower()), "val_acc": trial_value(t),
             "epochs": f"{done}/{planned}", "epochs_done": done, "seconds": trial_seconds(t),
-            "reason": t.user_attrs.get("reason", ""), "run": t.user_attrs.get("run_id", ""),
-            **{name: t.params.get(name) for name in spec.space.names},
+            "reason": trial_reason(t, spec, again), "run": t.user_attrs.get("run_id", ""),
+            **{param_column(name): t.params.get(name) for name in spec.space.names},
         })
     return rows
 
@@ -113,21 +131,23 @@ def leaderboard_lines(study: optuna.Study, spec: SweepSpec, top: int = 20) -> li
     state = sweep_state(study, spec)
     lines = [f"sweep {spec.name}: {state.line()}", *spec.describe(), ""]
     names = spec.space.names
-    widths = {n: max([len(n)] + [len(_show(r[n])) for r in rows[:top]]) for n in names}
-    lines.append(f"{'trial':>5}  {'state':<8} {'val acc':>8} {'epochs':>6} {'time':>7}  "
+    widths = {n: max([len(n)] + [len(_show(r[param_column(n)])) for r in rows[:top]]) for n in names}
+    lines.append(f"{'trial':>5}  {'state':<8} {'final val':>9} {'epochs':>6} {'time':>7}  "
                  + "  ".join(f"{n:>{widths[n]}}" for n in names))
     for row in rows[:top]:
         value = f"{row['val_acc']:.2f}%" if row["val_acc"] is not None else "-"
-        params = "  ".join(f"{_show(row[n]):>{widths[n]}}" for n in names)
-        lines.append(f"{row['trial']:>5}  {row['state']:<8} {value:>8} {row['epochs']:>6} "
+        params = "  ".join(f"{_show(row[param_column(n)]):>{widths[n]}}" for n in names)
+        lines.append(f"{row['trial']:>5}  {row['state']:<8} {value:>9} {row['epochs']:>6} "
                      f"{(row['seconds'] or 0):>6.0f}s  {params}" + (f"   ({row['reason']})" if row["reason"] else ""))
     if len(rows) > top:
         lines.append(f"  ... and {len(rows) - top} more")
     best = state.best
     if best is not None:
         test = best.user_attrs.get("test_acc")
-        lines += ["", f"best: trial {best.number}, validation accuracy {best.value:.2f}%, run {best.user_attrs.get('run_id')}",
-                  f"its test accuracy: {test:.2f}% (measured once; not used to choose)" if test is not None else ""]
+        lines += ["", f"best: trial {best.number}, validation accuracy {best.value:.2f}% at its last epoch, run "
+                      f"{best.user_attrs.get('run_id')}",
+                  f"its test accuracy: {test:.2f}% (measured once, at that epoch; not used to choose)"
+                  if test is not None else ""]
     found, why = importances(study)
     lines += ["", "hyperparameter importances (PED-ANOVA over the complete trials):"]
     lines += [f"  {name:<18} {value:.3f}" for name, value in found.items()] or [f"  {why}"]

@@ -1,14 +1,17 @@
 """A sweep's worker: `python -m cifar_app.sweep work NAME` pulls trials from the study until its budget is spent.
 
-It claims a trial under the claim lock (so two workers never exceed the budget), samples its hyperparameters,
-trains it with the one training loop as an ordinary run, reports each epoch's validation accuracy to the pruner,
-and tells Optuna how it ended. A worker whose process died leaves its trial `running`; the next claim (or the
-page) asks the store's liveness rule, marks it failed, and the sweep goes on. Stop is a study attribute every
-worker reads at most every STOP_CHECK_S seconds: the run ends within one batch.
+It checks that this machine has the sweep's device and loads the data once, then claims trials (sweeps/claims.py:
+never beyond the budget), trains each with the one training loop as an ordinary run, reports every epoch's
+validation accuracy to the pruner, and tells Optuna how it ended; the objective is the last epoch's. While a
+trial trains it beats (database storages), reads the sweep's stop flag and its trial's state every STOP_CHECK_S
+seconds, and fails the trials of dead workers every half grace period. A trial another process ended under it
+(taken for dead while the database was away) ends its run cleanly with the reason; the worker takes the next.
+The database going away for a while is waited out; a worker whose device is absent stops without taking a trial.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -17,244 +20,333 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from cifar_app.config import ConfigError, TrainConfig
 from cifar_app.data.dataset import load_cifar10
 from cifar_app.data.formats import DataFormatError, DataNotFound
-from cifar_app.device import DeviceError
-from cifar_app.engine.loop import train
+from cifar_app.device import DeviceError, describe_device, pick_device
+from cifar_app.engine.launcher import start_process
+from cifar_app.engine.loop import RunResult, train
 from cifar_app.events import EpochEvent, Event
-from cifar_app.store.liveness import dead_reason as process_dead_reason, process_start
+from cifar_app.store.liveness import process_alive, process_start
 from cifar_app.store.runs import Run, RunStore
+from cifar_app.sweeps.claims import Heartbeat, claim_trial, interrupted, look_after, requeue_interrupted
 from cifar_app.sweeps.spec import STATE_NAMES, SweepSpec, load_sweep, stop_requested
-from cifar_app.sweeps.storage import SweepStorage
+from cifar_app.sweeps.storage import SweepError, SweepStorage, is_storage_error
 
 log = logging.getLogger(__name__)
-STOP_CHECK_S = 1.0  # how often a training worker reads the sweep's stop flag (one storage read)
+STOP_CHECK_S = 1.0  # how often a training worker reads the stop flag and its trial's state (two storage reads)
+PRUNE_WHY = {"median": "below the median of earlier trials of its length at that epoch",
+             "hyperband": "not among the best of its Hyperband bracket"}
 
 
-def worker_identity() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "pid_start": process_start(pid)}
+@dataclass
+class Worker:
+    """What one worker process holds: the sweep, where it writes, and how long it waits out a lost database."""
 
+    study: optuna.Study
+    spec: SweepSpec
+    storage: SweepStorage
+    store: RunStore
+    quit: threading.Event
+    echo: Callable[[str], None]
+    ran: dict[str, int] = field(default_factory=dict)
 
-def dead_reason(trial: FrozenTrial, store: RunStore) -> str | None:
-    """Why a `running` trial's worker is taken for dead, or None while it may be alive: the store's one liveness
-    rule (store.liveness) on the worker's host and pid and its run's heartbeat (before the run exists, the
-    trial's start stands in for it)."""
-    worker, run_id = trial.user_attrs.get("worker") or {}, trial.user_attrs.get("run_id")
-    run = Run(store.root / run_id) if run_id and (store.root / run_id / "meta.json").is_file() else None
-    beat = run.meta().get("heartbeat") if run else None
-    if beat is None and trial.datetime_start is not None:
-        beat = trial.datetime_start.timestamp()
-    why = process_dead_reason(worker.get("host"), worker.get("pid"), worker.get("pid_start"), beat)
-    if why is None:
-        return None
-    done = len(trial.intermediate_values)
-    where = f" during epoch {done + 1}" + (f"; its run {run_id} keeps what it learned (Runs page: resume or fork)"
-                                           if run else "")
-    return f"its worker {why.removeprefix('its process ')}{where}"
+    @property
+    def patience_s(self) -> float:
+        return max(120.0, 3.0 * self.spec.grace_s)
 
+    def retrying(self, action: Callable[[], Any], what: str) -> Any:
+        return self.storage.retrying(action, self.patience_s, what, self.echo)
 
-def fail_dead_trials(study: optuna.Study, store: RunStore) -> list[int]:
-    """Mark the running trials whose worker died as failed, with the reason; their numbers."""
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = dead_reason(trial, store)
-        if reason is None:
-            continue
+    def set_attr(self, trial: optuna.Trial, key: str, value: Any) -> bool:
+        """Record a trial attribute, waiting out a lost database; False when the trial was ended elsewhere."""
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            self.retrying(lambda: trial.set_user_attr(key, value), f"record trial {trial.number}'s {key}")
         except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process marked it (or the worker finished it) first
-        log.warning("trial %d failed: %s", trial.number, reason)
-        failed.append(trial.number)
-    return failed
+            return False
+        return True
+
+    def state_of(self, trial: optuna.Trial) -> TrialState:
+        return self.retrying(lambda: self.study._storage.get_trial(trial._trial_id).state,
+                             f"read trial {trial.number}'s state")
 
 
 class TrialRunStore(RunStore):
     """The run store, writing the sweep and trial into each new run's config record (and the run's id into
     the trial), so the Runs page can name a trial's sweep and the Sweeps page open a trial's run."""
 
-    def __init__(self, root: Path, sweep: str, trial: optuna.Trial):
-        super().__init__(root)
-        self.sweep, self.trial = sweep, trial
+    def __init__(self, worker: Worker, trial: optuna.Trial, watcher: "TrialWatcher"):
+        super().__init__(worker.store.root)
+        self.worker, self.trial, self.watcher = worker, trial, watcher
         self.run: Run | None = None
 
     def create(self, config: TrainConfig, record: dict[str, Any], name: str = "", run_id: str = "") -> Run:
-        self.run = super().create(config, {**record, "sweep": self.sweep, "trial": self.trial.number}, name, run_id)
-        self.trial.set_user_attr("run_id", self.run.id)
+        record = {**record, "sweep": self.worker.spec.name, "trial": self.trial.number}
+        self.run = super().create(config, record, name, run_id)
+        if not self.worker.set_attr(self.trial, "run_id", self.run.id):
+            self.watcher.ended_elsewhere()
         return self.run
 
 
 class TrialWatcher:
     """A trial's on_event: reports each epoch's validation accuracy to Optuna and asks the pruner; stops the run
-    (within one batch) when the pruner says so, when the sweep is stopped (read every STOP_CHECK_S seconds),
-    or when this worker is told to end."""
+    (within one batch) when the pruner says so, when the sweep is stopped, when this worker is told to end, or
+    when another process ended the trial. A database that cannot be reached does not stop it: reports wait."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, quit: threading.Event,
-                 echo: Callable[[str], None]):
-        self.study, self.trial, self.quit, self.echo = study, trial, quit, echo
+    def __init__(self, worker: Worker, trial: optuna.Trial):
+        self.worker, self.trial = worker, trial
         self.stop = threading.Event()
         self.pruned_after: int | None = None
-        self.stopped_by: str | None = None
-        self.last_check = time.monotonic()
+        self.stopped_by: str | None = None  # sweep, worker, elsewhere
+        self.pending: list[tuple[float, int]] = []  # (value, epoch) not yet stored
+        self.last_check = self.last_look = time.monotonic()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, EpochEvent) and event.val_acc is not None:
-            self.trial.report(event.val_acc, event.epoch)
-            self.echo(f"trial {self.trial.number}: epoch {event.epoch}/{event.epochs} validation accuracy "
-                      f"{event.val_acc:.2f}% ({event.seconds:.0f} s)")
-            if event.epoch < event.epochs and self.trial.should_prune():
+            self.pending.append((event.val_acc, event.epoch))
+            self.worker.echo(f"trial {self.trial.number}: epoch {event.epoch}/{event.epochs} validation accuracy "
+                             f"{event.val_acc:.2f}% ({event.seconds:.0f} s)")
+            if self._storage(self._flush) and event.epoch < event.epochs and self._storage(self.trial.should_prune):
                 self.pruned_after = event.epoch
                 self.stop.set()
         if self.stop.is_set():
             return
-        if self.quit.is_set():
+        if self.worker.quit.is_set():
             self.stopped_by = "worker"
             self.stop.set()
         elif time.monotonic() - self.last_check >= STOP_CHECK_S:
             self.last_check = time.monotonic()
-            if stop_requested(self.study):
-                self.stopped_by = "sweep"
-                self.stop.set()
+            self._storage(self._check)
+
+    def ended_elsewhere(self) -> None:
+        self.stopped_by = "elsewhere"
+        self.stop.set()
+
+    def _flush(self) -> bool:
+        while self.pending:
+            self.trial.report(*self.pending[0])
+            self.pending.pop(0)
+        return True
+
+    def _check(self) -> bool:
+        worker = self.worker
+        if stop_requested(worker.study):
+            self.stopped_by = "sweep"
+            self.stop.set()
+        elif worker.study._storage.get_trial(self.trial._trial_id).state != TrialState.RUNNING:
+            self.ended_elsewhere()
+        elif time.monotonic() - self.last_look >= worker.spec.grace_s / 2:
+            self.last_look = time.monotonic()
+            look_after(worker.study, worker.storage)  # a dead worker's trial is re-queued while this one trains
+        return self._flush()
+
+    def _storage(self, action: Callable[[], bool]) -> bool:
+        """`action()` against the storage, once: False when it could not be done just now."""
+        try:
+            return action()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.ended_elsewhere()
+        except SweepError as error:
+            log.warning("%s", error)
+        except Exception as error:
+            if not is_storage_error(error):
+                raise
+            log.warning("the sweep storage cannot be reached just now (%s); training goes on",
+                        self.worker.storage.first_line(error))
+        return False
 
 
-PRUNE_WHY = {"median": "below the median of earlier trials at that epoch",
-             "hyperband": "not among the best of its Hyperband bracket"}
+def run_trial(worker: Worker, trial: optuna.Trial, params: dict[str, Any], data: Any) -> str:
+    """Train and tell one claimed trial; its final state's name. Raises SweepError when this machine cannot train
+    the sweep's trials (its device failed): the trial is left to be run again elsewhere."""
+    spec = worker.spec
+    worker.echo(f"trial {trial.number}: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                                      for k, v in params.items()))
+    watcher = TrialWatcher(worker, trial)
+    beating = Heartbeat(worker.study, trial, spec.heartbeat_s) if worker.storage.is_database else None
+    with beating or contextlib.nullcontext():
+        try:
+            result = train(spec.trial_config(params, trial.number), data=data, on_event=watcher, stop=watcher.stop,
+                           store=TrialRunStore(worker, trial, watcher))
+        except DeviceError as error:
+            _interrupt(worker, trial, f"its worker's device failed: {error}")
+            raise SweepError(f"this worker stops: {error}") from None
+        except (ConfigError, DataNotFound, DataFormatError, ValueError) as error:
+            reason = "; ".join(error.problems) if isinstance(error, ConfigError) else str(error)
+            return _tell(worker, trial, TrialState.FAIL, reason=f"could not start: {reason}")
+        except SweepError as error:  # the database stayed away past the worker's patience
+            raise SweepError(f"this worker stops: {error}") from None
+        except Exception as error:  # a bug in one trial's setup must not end the worker: the sweep goes on
+            log.exception("trial %d could not start", trial.number)
+            return _tell(worker, trial, TrialState.FAIL, reason=f"could not start: {type(error).__name__}: {error}")
+        return _conclude(worker, trial, watcher, result)
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, spec: SweepSpec, data: Any, store: RunStore,
-              quit: threading.Event, echo: Callable[[str], None]) -> str:
-    """Sample, train and tell one trial; its final state's name."""
-    params = spec.space.suggest(trial)
-    echo(f"trial {trial.number}: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                               for k, v in params.items()))
-    watcher = TrialWatcher(study, trial, quit, echo)
-    trial_store = TrialRunStore(store.root, spec.name, trial)
-    try:
-        result = train(spec.trial_config(params, trial.number), data=data, on_event=watcher, stop=watcher.stop,
-                       store=trial_store)
-    except (ConfigError, DeviceError, DataNotFound, DataFormatError, ValueError) as error:
-        reason = "; ".join(error.problems) if isinstance(error, ConfigError) else str(error)
-        return _tell(study, trial, TrialState.FAIL, reason=f"could not start: {reason}")
-    except Exception as error:  # a bug in one trial's setup must not end the worker: the sweep goes on
-        log.exception("trial %d could not start", trial.number)
-        return _tell(study, trial, TrialState.FAIL, reason=f"could not start: {type(error).__name__}: {error}")
-    best = result.best
-    trial.set_user_attr("epochs_done", result.history[-1].epoch if result.history else 0)
-    trial.set_user_attr("seconds", round(result.seconds, 1))
-    if best is not None:
-        trial.set_user_attr("test_acc", best.test_acc)
-        trial.set_user_attr("best_epoch", best.epoch)
+def _conclude(worker: Worker, trial: optuna.Trial, watcher: TrialWatcher, result: RunResult) -> str:
+    """Tell Optuna how a trained trial ended: complete with its last epoch's validation accuracy, pruned, or
+    failed; an interruption (a stop) is queued to run again, a trial ended elsewhere is left as it is."""
+    last = result.history[-1] if result.history else None
+    if watcher.stopped_by == "elsewhere":
+        frozen = worker.retrying(lambda: worker.study._storage.get_trial(trial._trial_id), "read the trial")
+        why = frozen.user_attrs.get("reason") or (f"its heartbeat did not reach the database for over "
+                                                  f"{worker.spec.grace_s} s")
+        reason = f"trial {trial.number} was ended by another process ({why})" + (
+            "; it is run again" if interrupted(frozen) else "")
+        if result.run is not None:
+            result.run.update_meta(reason=reason + "; this run can be resumed from the Runs page")
+        worker.echo(reason)
+        return STATE_NAMES.get(frozen.state, "failed")
+    for key, value in (("epochs_done", last.epoch if last else 0), ("seconds", round(result.seconds, 1)),
+                       ("test_acc", last.test_acc if last else None)):
+        worker.set_attr(trial, key, value)
     if watcher.pruned_after is not None:
-        last = result.history[-1]
         reason = (f"pruned after epoch {watcher.pruned_after} of {last.epochs}: validation accuracy "
-                  f"{last.val_acc:.2f}% was {PRUNE_WHY.get(spec.pruner, 'below the bar')}")
+                  f"{last.val_acc:.2f}% was {PRUNE_WHY.get(worker.spec.pruner, 'below the bar')}")
         if result.run is not None:
             result.run.update_meta(reason=reason + " (it can be resumed from the Runs page)")
-        return _tell(study, trial, TrialState.PRUNED, reason=reason)
-    if result.status == "finished" and best is not None and best.val_acc is not None:
-        return _tell(study, trial, TrialState.COMPLETE, value=best.val_acc)
-    if result.status == "stopped":
-        why = {"sweep": "the sweep was stopped", "worker": "its worker was told to end"}.get(watcher.stopped_by, "")
-        done = len(result.history)
-        trial.set_user_attr("interrupted", True)  # a stop is no verdict on the trial: its slot of the budget stays
-        return _tell(study, trial, TrialState.FAIL, reason=f"{why or result.reason} during epoch {done + 1}")
-    return _tell(study, trial, TrialState.FAIL, reason=result.reason or "it ended without a validation accuracy")
+        return _tell(worker, trial, TrialState.PRUNED, reason=reason)
+    if result.status == "finished" and last is not None and last.val_acc is not None:
+        return _tell(worker, trial, TrialState.COMPLETE, value=last.val_acc)
+    if result.status == "stopped" and watcher.stopped_by in ("sweep", "worker"):
+        why = {"sweep": "the sweep was stopped", "worker": "its worker was told to end"}[watcher.stopped_by]
+        return _interrupt(worker, trial, f"{why} during epoch {len(result.history) + 1}; it is run again")
+    return _tell(worker, trial, TrialState.FAIL, reason=result.reason or "it ended without a validation accuracy")
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None,
+def _interrupt(worker: Worker, trial: optuna.Trial, reason: str) -> str:
+    """Fail a trial that got no verdict (a stop, a lost device) and queue its re-run, under the claim lock: its
+    slot of the budget passes to the re-run, so no other worker counts the sweep as finished meanwhile."""
+    def under_lock() -> str:
+        with worker.storage.claim_lock(worker.spec.name):
+            worker.set_attr(trial, "interrupted", True)
+            state = _tell(worker, trial, TrialState.FAIL, reason=reason)
+            requeue_interrupted(worker.study)
+            return state
+    return worker.retrying(under_lock, f"record that trial {trial.number} was interrupted")
+
+
+def _tell(worker: Worker, trial: optuna.Trial, state: TrialState, value: float | None = None,
           reason: str = "") -> str:
+    """Tell Optuna; the state the trial has now (another process may have ended it first)."""
     if reason:
-        trial.set_user_attr("reason", reason)
-    try:
-        study.tell(trial, value, state=state) if state == TrialState.COMPLETE else study.tell(trial, state=state)
+        worker.set_attr(trial, "reason", reason)
+    values = value if state == TrialState.COMPLETE else None
+    try:  # skip_if_finished: another process that took this worker for dead may have ended it first
+        worker.retrying(lambda: worker.study.tell(trial, values, state=state, skip_if_finished=True),
+                        f"tell Optuna how trial {trial.number} ended")
     except optuna.exceptions.UpdateFinishedTrialError:
-        # another process took this worker for dead and failed the trial meanwhile
         log.warning("trial %d was already marked finished by another process", trial.number)
-    return STATE_NAMES[state]
+    return STATE_NAMES.get(worker.state_of(trial), "failed")
 
 
-def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that use the budget: every one started, except those a stop or a dead worker interrupted
-    (their hyperparameters were not judged; the sweep runs another trial instead)."""
-    return [t for t in trials if t.state != TrialState.WAITING and not t.user_attrs.get("interrupted")]
-
-
-def claim_trial(study: optuna.Study, spec: SweepSpec, storage: SweepStorage,
-                store: RunStore) -> optuna.Trial | None:
-    """The next trial of the budget for this worker, or None when the budget is spent or the sweep stopped.
-    Counting and creating happen under the claim lock, so parallel workers never run more than the budget."""
-    with storage.claim_lock(spec.name):
-        fail_dead_trials(study, store)
-        if stop_requested(study):
-            return None
-        if len(counted(study.get_trials(deepcopy=False))) >= spec.budget:
-            return None
-        trial = study.ask()
-        trial.set_user_attr("worker", worker_identity())
-        return trial
+def check_device(spec: SweepSpec) -> str:
+    """The device this machine trains the sweep's trials on, in words; SweepError when it has none of that kind."""
+    try:
+        return describe_device(pick_device(spec.base.device))
+    except DeviceError as error:
+        raise SweepError(f"this worker cannot train the sweep's trials here: {error} It took no trial; start it "
+                         f"on a machine with that device (the sweep's trials ask for device {spec.base.device!r}).") \
+            from None
 
 
 def work(name: str, storage: SweepStorage, *, data_dir: str | None = None, quit: threading.Event | None = None,
-         echo: Callable[[str], None] = log.info, data: Any = None) -> dict[str, int]:
+         echo: Callable[[str], None] = log.info, data: Any = None,
+         on_loaded: Callable[[], None] | None = None) -> dict[str, int]:
     """Pull and train trials of sweep `name` until its budget is spent, it is stopped, or `quit` is set;
     {state: trials} of what this worker ran. `data` (a Cifar10) skips loading; else the spec's data folder
-    (or `data_dir`) is read once for every trial."""
+    (or `data_dir`) is read once for every trial, and `on_loaded` is called after. SweepError when this machine
+    lacks the sweep's device (no trial taken) or the storage stayed unreachable."""
     study, spec = load_sweep(name, storage)
     if data_dir:
         spec.base = spec.base.replace(data_dir=data_dir)
+    where = check_device(spec)
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     if data is None:
+        echo(f"worker {os.getpid()} on {socket.gethostname()} ({where}"
+             + (f", CUDA_VISIBLE_DEVICES={gpus}" if gpus is not None else "")
+             + f"): loading CIFAR-10 from {spec.base.data_dir}")
         data = load_cifar10(spec.base.data_dir)  # DataNotFound/DataFormatError: the CLI says it; no trial taken
-    quit = quit or threading.Event()
-    store, ran = RunStore(storage.runs_dir), {}
-    while not quit.is_set():
-        trial = claim_trial(study, spec, storage, store)
-        if trial is None:
+    if on_loaded is not None:
+        on_loaded()
+    worker = Worker(study, spec, storage, RunStore(storage.runs_dir), quit or threading.Event(), echo)
+    while not worker.quit.is_set():
+        asked = time.monotonic()
+        claimed = worker.retrying(lambda: claim_trial(study, spec, storage), "claim a trial")
+        if claimed is None:
+            if worker.retrying(lambda: stop_requested(study), "read the stop flag"):
+                echo(f"sweep {name} is stopped: this worker takes no trial (Go on, on the Sweeps page, resumes it)")
             break
-        state = run_trial(study, trial, spec, data, store, quit, echo)
-        ran[state] = ran.get(state, 0) + 1
-        frozen = study._storage.get_trial(trial._trial_id)
-        outcome = f"validation accuracy {frozen.value:.2f}%" if state == "complete" else frozen.user_attrs.get("reason")
+        trial, params = claimed
+        worker.set_attr(trial, "claim_s", round(time.monotonic() - asked, 3))
+        state = run_trial(worker, trial, params, data)
+        worker.ran[state] = worker.ran.get(state, 0) + 1
+        frozen = worker.retrying(lambda: study._storage.get_trial(trial._trial_id), "read the trial")
+        outcome = (f"validation accuracy {frozen.value:.2f}% at its last epoch" if frozen.value is not None
+                   else frozen.user_attrs.get("reason", "ended by another process"))
         echo(f"trial {trial.number} {state}: {outcome}")
-    with storage.claim_lock(spec.name):
-        fail_dead_trials(study, store)
-    return ran
+    with contextlib.suppress(SweepError):
+        worker.retrying(lambda: look_after(study, storage), "look after the sweep's trials")
+    return worker.ran
+
+
+# -- starting workers on this machine ----------------------------------------------------------------------
 
 
 def worker_command(name: str, storage: SweepStorage) -> list[str]:
-    command = [sys.executable, "-m", "cifar_app.sweep", "work", name, "--runs-dir", str(storage.runs_dir.resolve())]
-    return command + (["--storage", storage.url] if storage.url else [])
+    """A worker's command line. The storage's URL (and its password) goes in the environment, never here:
+    every user of the machine can read every command line."""
+    return [sys.executable, "-m", "cifar_app.sweep", "work", name, "--runs-dir", str(storage.runs_dir.resolve())]
+
+
+def visible_gpus(gpus: int) -> list[str]:
+    """The GPUs this process was given, as CUDA_VISIBLE_DEVICES names them (a parent given `2,3` hands its
+    workers 2 and 3, not 0 and 1); without it, 0..gpus-1."""
+    given = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return given[:gpus] if given else [str(i) for i in range(gpus)]
 
 
 def launch_workers(name: str, storage: SweepStorage, count: int, gpus: int = 0,
                    terminal: bool = False) -> list[subprocess.Popen]:
     """Start `count` worker processes for sweep `name` on this machine, detached from the caller's session (an
-    app restart leaves them training); with GPUs, each sees one of them (CUDA_VISIBLE_DEVICES), round-robin.
-    Their output goes to the sweeps folder's logs/ (or, with `terminal`, to this one). A thread reaps each
-    when it ends."""
+    app restart leaves them training); with GPUs, each sees one of those this process sees, round-robin.
+    Their output goes to the sweeps folder's logs/ (or, with `terminal`, to this one). They start as the app's
+    training runs do (engine.launcher)."""
     logs = storage.folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    processes = []
+    devices, processes = visible_gpus(gpus), []
     for i in range(count):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        env = {**os.environ, **storage.worker_env()}
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
         else:  # workers on one CPU share its cores rather than each spinning on all of them
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
-        with open(os.devnull if terminal else logs / f"{name}-{stamp}-{i}.log", "a") as out:
-            process = subprocess.Popen(worker_command(name, storage), stdout=None if terminal else out,
-                                       stderr=None if terminal else subprocess.STDOUT, env=env,
-                                       cwd=Path(__file__).resolve().parents[2], start_new_session=not terminal)
-        threading.Thread(target=process.wait, daemon=True, name=f"reap-sweep-worker-{process.pid}").start()
-        processes.append(process)
+        # the app's own launcher: a process of its own (an app restart leaves it), reaped when it ends
+        processes.append(start_process(worker_command(name, storage)[2:], None if terminal else
+                                       logs / f"{name}-{stamp}-{i}.log", env, detach=not terminal))
     return processes
+
+
+def workers_here(study: optuna.Study) -> list[dict[str, Any]]:
+    """The worker processes started on this machine for this sweep (by any app or terminal) that still run."""
+    started = study._storage.get_study_user_attrs(study._study_id).get(f"workers@{socket.gethostname()}", [])
+    return [w for w in started if process_alive(int(w["pid"]), w.get("pid_start"))]
+
+
+def start_workers_here(study: optuna.Study, spec: SweepSpec, storage: SweepStorage, count: int,
+                       gpus: int = 0) -> int:
+    """See that `count` workers of this sweep run on this machine: start those missing (none when a second tab,
+    or a second app, asks again) and clear the stop flag. Under the claim lock; how many were started."""
+    with storage.reachable(), storage.claim_lock(spec.name):
+        alive = workers_here(study)
+        started = launch_workers(spec.name, storage, count - len(alive), gpus) if count > len(alive) else []
+        alive += [{"pid": p.pid, "pid_start": process_start(p.pid)} for p in started]
+        study.set_user_attr(f"workers@{socket.gethostname()}", alive)
+        study.set_user_attr("stop", False)
+    return len(started)

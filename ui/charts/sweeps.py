@@ -1,7 +1,7 @@
 """Altair charts of a sweep: pure functions, a DataFrame in and a chart out (no Streamlit, no Optuna).
 
-The trials frame has one row per trial (trial, state, val_acc and each varied hyperparameter, as
-`cifar_app.sweeps.views.trial_rows` makes it); the curves frame one row per trial and epoch (trial, epoch, val_acc, state).
+The trials frame has one row per trial (trial, state, val_acc and each varied hyperparameter in its
+`param_column`, as `cifar_app.sweeps.views.trial_rows` makes it); the curves frame one row per trial and epoch (trial, epoch, val_acc, state).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from cifar_app.sweeps.space import Dimension
+from cifar_app.sweeps.space import Dimension, param_column
 
 STATES = ["complete", "pruned", "failed", "running", "waiting"]
 STATE_COLORS = ["#4c78a8", "#f58518", "#e45756", "#54a24b", "#bab0ac"]
@@ -24,8 +24,8 @@ def _state_color(title: str | None = "state") -> alt.Color:
 
 
 def best_so_far_chart(trials: pd.DataFrame) -> alt.LayerChart:
-    """Each finished trial's validation accuracy by trial number (a pruned one's at the epoch it stopped), and
-    the best complete trial so far as a step line."""
+    """Each finished trial's validation accuracy at its last epoch by trial number (a pruned one's at the epoch
+    it stopped), and the best complete trial so far as a step line."""
     done = trials[trials["state"].isin(["complete", "pruned"]) & trials["val_acc"].notna()].sort_values("trial")
     best = done[done["state"] == "complete"].assign(best=lambda d: d["val_acc"].cummax())
     x = alt.X("trial:Q", title="trial", axis=alt.Axis(tickMinStep=1, format="d"))
@@ -66,10 +66,11 @@ def parallel_frames(trials: pd.DataFrame, dims: list[Dimension]) -> tuple[pd.Dat
     low, high = (shown["val_acc"].min(), shown["val_acc"].max()) if len(shown) else (0.0, 100.0)
     for _, row in shown.iterrows():
         for dim in dims:
-            position = _position(dim, row.get(dim.name))
+            value = row.get(param_column(dim.name))
+            position = _position(dim, value)
             if position is not None:
                 lines.append({"trial": row["trial"], "axis": dim.name, "position": position, "state": row["state"],
-                              "value": _label(row[dim.name]), "val_acc": row["val_acc"]})
+                              "value": _label(value), "val_acc": row["val_acc"]})
         position = (row["val_acc"] - low) / (high - low) if high > low else 0.5
         lines.append({"trial": row["trial"], "axis": OBJECTIVE_AXIS, "position": position, "state": row["state"],
                       "value": f"{row['val_acc']:.2f}", "val_acc": row["val_acc"]})
