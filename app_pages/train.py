@@ -137,7 +137,7 @@ def hyperparameter_widgets(forking: bool = False) -> None:
     with optim_tab:
         widget("time_budget", "select_slider", options=_options(BUDGETS, "time_budget"), format_func=budget_text)
         budgeted = bool(st.session_state[PREFIX + "time_budget"])
-        widget("epochs", "slider", min_value=1, max_value=100, step=1,
+        widget("epochs", "slider", min_value=1, max_value=100, step=1, disabled=budgeted,
                help="passes over the training set; with a time budget, the run fits its epochs to the budget "
                     "(the warm-up keeps its share of these)" if budgeted else FIELDS["epochs"]["help"])
         widget("batch_size", "select_slider", options=_options(BATCH_SIZES, "batch_size"))

@@ -233,10 +233,12 @@ def test_a_time_budget_says_before_start_what_fits_on_this_machine(env):
     assert values["time_budget"] == 300 and values["width"] == preset("quick").width
     # the env's probe says 500 images/s: an epoch of 50,000 images and its test pass takes about 107 s
     assert "Trains for 5 min: about 2.8 epochs fit" in texts(at), texts(at)
-    assert "passes over the training set; with a time budget" in at.slider(key="cfg_epochs").help
+    epochs = at.slider(key="cfg_epochs")
+    assert epochs.disabled and "passes over the training set; with a time budget" in epochs.help
     set_widgets(at, time_budget=60.0)
     assert "Probably too short: a time budget of 60 s fits 0.5 of an epoch" in texts(at)
     assert at.segmented_control(key="preset").value is None  # a quick recipe with its own minutes: custom
     set_widgets(at, time_budget=0.0)
     assert at.segmented_control(key="preset").value == "quick" and "for 3 epochs" in texts(at)
+    assert not at.slider(key="cfg_epochs").disabled
     assert not at.exception
