@@ -215,7 +215,7 @@ class ConfigError(ValueError):
 # Fields that describe where and how a run executes rather than what it learns: a preset leaves them alone.
 RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "records", "name")
 
-# The same architecture, narrow, for a CPU: 77% test accuracy in 3 epochs, which take 4.3 minutes on a 2-core Xeon
+# The same architecture, narrow, for a CPU: 77-79% test accuracy in 3 epochs, which take 3.2 minutes on a 2-core Xeon
 # with AMX/bf16 and about 12 on a 2-core AMD EPYC without bf16 units (README; width 16 for 3 epochs beat width 8
 # for 6 and width 12 for 4 in the same time, docs/performance.md).
 _QUICK: dict[str, Any] = {
