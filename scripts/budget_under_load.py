@@ -27,8 +27,8 @@ from cifar_app.engine.budget import BudgetSchedule  # noqa: E402
 from cifar_app.engine.loop import train  # noqa: E402
 from cifar_app.events import StatusEvent  # noqa: E402
 
-BURN = ("import torch, time; torch.set_num_threads({threads}); a = torch.randn(1024, 1024); end = time.time() + {seconds}\n"
-        "while time.time() < end: a @ a")
+BURN = ("import torch, time; torch.set_num_threads({threads}); a = torch.randn(1024, 1024)\n"
+        "end = time.time() + {seconds}\nwhile time.time() < end: a @ a")
 
 
 def load(after: float, seconds: float, threads: int) -> threading.Thread:

@@ -168,3 +168,13 @@ def test_the_train_page_forecast_says_what_fits():
         plan(config.replace(time_budget=60), 390, 100.0, 55, 10_000)
     assert isinstance(Budget.from_state({"seconds": 1, "steps_per_epoch": 2, "total": 3, "warmup": 0,
                                          "reference": 3, "unknown": 1}), Budget)
+
+
+def test_a_budgeted_fork_plans_its_own_epochs_from_its_branch(tiny_data, tmp_path):
+    store = RunStore(tmp_path)
+    parent = train(tiny_config(epochs=2), data=tiny_data, store=store)
+    config = tiny_config(epochs=2, schedule="onecycle", warmup_epochs=0.5, time_budget=1.0)  # 2 epochs: none after 2
+    fork = train(config, data=tiny_data, store=store, fork=(parent.run, "last"))
+    assert fork.status == "finished" and fork.history[0].epoch == 3
+    meta = fork.run.meta()["budget"]
+    assert fork.history[-1].epoch == fork.run.config().epochs == 2 + -(-meta["total"] // meta["steps_per_epoch"])

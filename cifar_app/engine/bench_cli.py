@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 root; synthetic images when absent")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the project's model")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="the project's precision (default: the presets' auto; fp32 shows a CPU without bf16 units)")
+                        help="the project's precision (default: the presets' auto; fp32 shows a CPU without bf16 "
+                             "units)")
     parser.add_argument("--width", type=int, default=None, help="override the presets' width (for quick tests)")
     parser.add_argument("--blocks", type=int, default=None, help="override the presets' depth (for quick tests)")
     parser.add_argument("--profile", action="store_true",
@@ -139,7 +140,8 @@ def print_training_steps(data: Cifar10, configs: dict[str, TrainConfig], device:
               f"{first.batch_size}; one eager step op by op, each operator timed alone)", flush=True)
         print("\n".join(op_table(roof[name])), flush=True)
     print(f"\ntraining-step speedup, preset {name} on {device.type}: {speedup[name]:.2f}x", flush=True)
-    print(f"roofline share, preset {name} on {device.type}: {100 * share:.1f}% of this machine's {roof[name].precision} "
+    print(f"roofline share, preset {name} on {device.type}: {100 * share:.1f}% of this machine's "
+          f"{roof[name].precision} "
           f"matrix multiply ({torch.get_num_threads()} threads; target {100 * ROOF_TARGET:.0f}%)", flush=True)
     return mismatch
 

@@ -156,8 +156,8 @@ def fitted(config: TrainConfig, budget: Budget, start_epoch: int = 0) -> TrainCo
     """`config` with the epochs its budget's plan fills, the warm-up and the attention anneal kept to their share."""
     scale = budget.total / budget.steps_per_epoch / config.epochs  # the fitted run's length over the config's
     anneal = max(1, round(config.attn_anneal_epochs * scale)) if config.attn_anneal_epochs else 0
-    return config.replace(epochs=budget.epochs(start_epoch), warmup_epochs=round(budget.warmup / budget.steps_per_epoch, 4),
-                          attn_anneal_epochs=anneal)
+    warmup = round(budget.warmup / budget.steps_per_epoch, 4)
+    return config.replace(epochs=budget.epochs(start_epoch), warmup_epochs=warmup, attn_anneal_epochs=anneal)
 
 
 def estimate(config: TrainConfig, images_per_s: float, train_images: int, test_images: int,
@@ -285,7 +285,8 @@ def plan_run(setup: Setup, started: float, emit: Callable[[Event], None], saved:
         return None
     if saved is not None:
         return Budget.from_state(saved["budget"]) if saved.get("budget") else None
-    emit(StatusEvent(f"Measuring this machine's training pace for a time budget of {duration_text(config.time_budget)}"))
+    emit(StatusEvent(f"Measuring this machine's training pace for a time budget of "
+                     f"{duration_text(config.time_budget)}"))
     try:
         pace = measure_images_per_s(config, setup.device, PROBE_BATCHES)
     except ValueError as error:

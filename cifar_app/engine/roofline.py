@@ -161,5 +161,6 @@ def op_table(profile: StepProfile, rows: int = 15) -> list[str]:
                  f"step, at {rate / 1e9:,.1f} GFLOP/s = {100 * rate / profile.matmul:.0f}% of the matmul's")
     lines.append(f"  operators without (normalisation, element-wise, pooling, copies, the optimizer): "
                  f"{100 * (profile.op_seconds - arithmetic_s) / step_s:.0f}% of the step; outside any operator "
-                 f"(Python, autograd, the profiler's own cost): {100 * max(0.0, step_s - profile.op_seconds) / step_s:.0f}%")
+                 "(Python, autograd, the profiler's own cost): "
+                 f"{100 * max(0.0, step_s - profile.op_seconds) / step_s:.0f}%")
     return lines
