@@ -13,6 +13,8 @@ from typing import Any
 import streamlit as st
 
 from cifar_app.analysis import compare
+from cifar_app.engine.budget import duration_text, estimate
+from cifar_app.engine.schedule import CIFAR10_TEST_IMAGES, train_images
 from cifar_app.engine.speed import estimate_seconds
 from cifar_app.config import (
     DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, SCHEDULES, ConfigError, TrainConfig,
@@ -31,6 +33,7 @@ FIELDS = {f.name: f.metadata for f in fields(TrainConfig)}  # each field's label
 PRESET_TEXT = {
     "seed": "seed: the coursework (25 epochs)",
     "quick": "quick: narrow, 3 epochs on a CPU",
+    "5min": "5min: the quick network for 5 minutes, its epochs fitted to this machine's pace",
     "best": "best: the strongest 25-epoch recipe",
 }
 # The coursework's 25 epochs take about a minute on a GPU and many hours on a CPU: a CPU opens on `quick`.
@@ -47,10 +50,15 @@ def _grid(mantissas: tuple[float, ...], exponents: range, top: float) -> list[fl
 LR_GRID = _grid((1, 1.5, 2, 3, 4, 5, 6, 8), range(-5, 1), 1.0)
 WD_GRID = [0.0, *_grid((1, 2, 3, 5), range(-6, -1), 0.05)]
 WIDTHS = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+BUDGETS = [0.0, *(60.0 * m for m in (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480, 720, 1440))]
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 
 
 sci, duration, config_line = common.sci, common.duration, common.config_line
+
+
+def budget_text(seconds: float) -> str:
+    return "off: the epochs below" if not seconds else duration_text(seconds)
 
 
 # -- the form's state --------------------------------------------------------------------------------------
@@ -128,7 +136,11 @@ def hyperparameter_widgets(forking: bool = False) -> None:
         widget("attn_anneal_epochs", "number", min_value=0, max_value=500, step=1)
         widget("zero_init_bn", "check")
     with optim_tab:
-        widget("epochs", "slider", min_value=1, max_value=100, step=1)
+        widget("time_budget", "select_slider", options=_options(BUDGETS, "time_budget"), format_func=budget_text)
+        budgeted = bool(st.session_state[PREFIX + "time_budget"])
+        widget("epochs", "slider", min_value=1, max_value=100, step=1, disabled=budgeted,
+               help="passes over the training set; with a time budget, the run fits its epochs to the budget "
+                    "(the warm-up keeps its share of these)" if budgeted else FIELDS["epochs"]["help"])
         widget("batch_size", "select_slider", options=_options(BATCH_SIZES, "batch_size"))
         widget("optimizer", "select", options=OPTIMIZERS)
         widget("lr", "select_slider", options=_options(LR_GRID, "lr"), format_func=sci)
@@ -192,8 +204,23 @@ def model_summary(config: TrainConfig, job_running: bool) -> None:
     slot.metric("Time per epoch (rough)", f"≈ {duration(epoch_s)}",
                 help=f"from {speed:,.0f} training images/s measured on a few synthetic batches of this model on "
                      "this device, plus the test pass")
+    if config.time_budget:
+        budget_forecast(config, speed)
+        return
     st.caption(f"≈ {duration(run_s)} for {config.epochs} epochs on {common.device_description()} "
                f"({speed:,.0f} training images/s measured).")
+
+
+def budget_forecast(config: TrainConfig, speed: float) -> None:
+    """What a time budget buys on this device, before Start (the run measures its own pace and keeps to it)."""
+    fits = estimate(config, speed, train_images(config), CIFAR10_TEST_IMAGES)
+    if isinstance(fits, str):
+        st.warning(f"Probably too short: {fits}", icon=":material/timer_off:")
+        return
+    st.caption(f"Trains for {duration_text(config.time_budget)}: about {fits:.1f} epochs fit on "
+               f"{common.device_description()} ({speed:,.0f} training images/s measured). The run measures its own "
+               "pace when it starts, fits its one-cycle schedule to the steps that fit, and keeps to the budget as "
+               "it goes.")
 
 
 # -- forks ------------------------------------------------------------------------------------------------

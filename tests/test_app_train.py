@@ -221,3 +221,22 @@ def test_without_data_the_sidebar_offers_a_download_with_progress(env, monkeypat
     assert reported == [50, 100] and not at.exception
     assert "CIFAR-10 ready" in "\n".join(str(e.value) for e in at.sidebar.caption)
     assert not at.button(key="start").disabled
+
+
+def test_a_time_budget_says_before_start_what_fits_on_this_machine(env):
+    at = app().run()
+    at.segmented_control(key="preset").set_value("5min")
+    rerun(at)
+    values = widget_values(at)
+    assert values["time_budget"] == 300 and values["width"] == preset("quick").width
+    # the env's probe says 500 images/s: an epoch of 50,000 images and its test pass takes about 107 s
+    assert "Trains for 5 min: about 2.8 epochs fit" in texts(at), texts(at)
+    epochs = at.slider(key="cfg_epochs")
+    assert epochs.disabled and "passes over the training set; with a time budget" in epochs.help
+    set_widgets(at, time_budget=60.0)
+    assert "Probably too short: a time budget of 60 s fits 0.5 of an epoch" in texts(at)
+    assert at.segmented_control(key="preset").value is None  # a quick recipe with its own minutes: custom
+    set_widgets(at, time_budget=0.0)
+    assert at.segmented_control(key="preset").value == "quick" and "for 3 epochs" in texts(at)
+    assert not at.slider(key="cfg_epochs").disabled
+    assert not at.exception

@@ -9,6 +9,7 @@ import torch
 
 from cifar_app.engine import bench_cli
 from cifar_app.engine import speed as probe
+from cifar_app.engine.roofline import OpTimer
 from cifar_app.engine.schedule import EVAL_COST
 from cifar_app.config import TrainConfig
 
@@ -57,3 +58,24 @@ def test_the_benchmark_prints_both_paths_and_checks_they_compute_the_same(capsys
     assert "recording off" in out and "recording on" in out
     share = re.search(r"recording overhead, preset quick on cpu: ([\d.]+)% of a training epoch", out)
     assert share and 0 < float(share.group(1)) < 100
+    roof = re.search(r"roofline share, preset quick on cpu: ([\d.]+)% of this machine's (bf16|fp32) matrix multiply "
+                     r"\(\d+ threads?; target 50%\)", out)
+    assert roof and 0 < float(roof.group(1)) < 100, out
+    if float(roof.group(1)) < 50:  # a 4-channel network is far below the roof: the per-op profile says why
+        assert "3c. what holds the step below 50% of the roof" in out
+        assert "aten.convolution_backward" in out and "operators without (normalisation" in out
+
+
+def test_the_roofline_counts_the_flops_a_step_runs_grouped_convolutions_too():
+    x = torch.randn(4, 6, 8, 8, requires_grad=True)
+    w = torch.randn(4 * 5, 6, 3, 3, requires_grad=True)  # per-sample kernels: one group of 5 outputs per image
+    timer = OpTimer(torch.device("cpu"))
+    with timer:
+        y = torch.nn.functional.conv2d(x.reshape(1, 24, 8, 8), w, padding=1, groups=4)
+        y.sum().backward()
+        torch.mm(torch.randn(3, 7), torch.randn(7, 2))
+    forward = 2 * 4 * 5 * 6 * 9 * 8 * 8  # 2 FLOPs per multiply-add: 4 images, 5 outputs, 6 inputs, 3x3, 8x8
+    assert timer.rows["aten.convolution"].flops == forward
+    assert timer.rows["aten.convolution_backward"].flops == 2 * forward  # the input's gradient and the weight's
+    assert timer.rows["aten.mm"].flops == 2 * 3 * 7 * 2
+    assert timer.rows["aten.convolution"].seconds > 0 and timer.rows["aten.sum"].flops == 0

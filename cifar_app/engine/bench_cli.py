@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from cifar_app.config import TrainConfig, preset
+from cifar_app.config import PRECISIONS, TrainConfig, preset
 from cifar_app.data.dataset import Cifar10, load_cifar10
 from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import describe_device, pick_device
@@ -19,6 +19,7 @@ from cifar_app.engine.bench import (
     GRAPH_TOLERANCE, Timing, block_timings, check_graph_updates, check_same_math, implementation_timings,
     pipeline_timings, profile_table, record_costs, step_timings,
 )
+from cifar_app.engine.roofline import StepProfile, op_table, profile_step
 from cifar_app.engine.speed import synthetic_cifar
 
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="DataLoader workers of the coursework's pipeline")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 root; synthetic images when absent")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the project's model")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="the project's precision (default: the presets' auto; fp32 shows a CPU without bf16 "
+                             "units)")
     parser.add_argument("--width", type=int, default=None, help="override the presets' width (for quick tests)")
     parser.add_argument("--blocks", type=int, default=None, help="override the presets' depth (for quick tests)")
     parser.add_argument("--profile", action="store_true",
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataNotFound, DataFormatError):
         data = synthetic_cifar()
     overrides = {k: v for k, v in {"batch_size": args.batch_size, "width": args.width, "blocks": args.blocks,
-                                   "device": args.device, "compile": args.compile}.items() if v is not None}
+                                   "device": args.device, "compile": args.compile,
+                                   "precision": args.precision}.items() if v is not None}
     configs = {name: preset(name, **overrides) for name in args.preset}
     first = configs[args.preset[0]]
     print(f"device: {describe_device(device)}; torch {torch.__version__}; python {platform.python_version()}; "
@@ -102,16 +107,18 @@ def print_training_steps(data: Cifar10, configs: dict[str, TrainConfig], device:
     """Section 3, printed (with `profile`, the first preset's profiler table); True when a path does not compute
     what the coursework's does."""
     print("\n3. training step: data + forward + backward + optimizer", flush=True)
-    speedup = {}
+    speedup, roof, fast_pace = {}, {}, {}
     mismatch = False
     for name, config in configs.items():
         error, tolerance, precision = check_same_math(config, device)
         verdict = "same math" if error <= tolerance else "MISMATCH"
         slow, fast = step_timings(data, config, device, batches, workers)
-        speedup[name] = fast.images_per_s / slow.images_per_s
+        speedup[name], fast_pace[name] = fast.images_per_s / slow.images_per_s, fast.images_per_s
         print(_table(f"  preset {name} (batch {config.batch_size}); logits vs fp64 reference: relative error "
                      f"{error:.1e} ({precision}, tolerance {tolerance:.0e}: {verdict})",
                      [slow, fast], slow.images_per_s), flush=True)
+        roof[name] = profile_step(config, device)
+        print(roofline_line(roof[name], fast.images_per_s), flush=True)
         if config.cuda_graphs and device.type == "cuda" and not config.compile:
             drift = check_graph_updates(config, device)
             ok = drift <= GRAPH_TOLERANCE
@@ -127,5 +134,24 @@ def print_training_steps(data: Cifar10, configs: dict[str, TrainConfig], device:
         print(f"\n3b. where the time of an eager training step goes (preset {name}, batch {first.batch_size})",
               flush=True)
         print(profile_table(first, device), flush=True)
+    share = roof[name].share(fast_pace[name])
+    if share < ROOF_TARGET:
+        print(f"\n3c. what holds the step below {100 * ROOF_TARGET:.0f}% of the roof (preset {name}, batch "
+              f"{first.batch_size}; one eager step op by op, each operator timed alone)", flush=True)
+        print("\n".join(op_table(roof[name])), flush=True)
     print(f"\ntraining-step speedup, preset {name} on {device.type}: {speedup[name]:.2f}x", flush=True)
+    print(f"roofline share, preset {name} on {device.type}: {100 * share:.1f}% of this machine's "
+          f"{roof[name].precision} "
+          f"matrix multiply ({torch.get_num_threads()} threads; target {100 * ROOF_TARGET:.0f}%)", flush=True)
     return mismatch
+
+
+ROOF_TARGET = 0.5  # the share of the matrix multiply's FLOP/s a training step should reach (issue 23)
+
+
+def roofline_line(profile: StepProfile, images_per_s: float) -> str:
+    per_image = profile.flops / profile.batch_size
+    return (f"  roofline: {per_image / 1e9:.3f} GFLOP an image (convolutions and matrix multiplies, forward and "
+            f"backward, as run); at {images_per_s:,.0f} images/s {per_image * images_per_s / 1e9:,.1f} GFLOP/s, "
+            f"{100 * profile.share(images_per_s):.1f}% of this machine's {profile.precision} matrix multiply "
+            f"({profile.matmul / 1e9:,.0f} GFLOP/s, {torch.get_num_threads()} threads, this process)")

@@ -16,7 +16,8 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from cifar_app.config import (
-    DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, SCHEDULES, ConfigError, TrainConfig, preset,
+    DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, SCHEDULES, ConfigError, TrainConfig,
+    parse_duration, preset,
 )
 from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{f.metadata['help']} (seed: {default})"}
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif f.name == "time_budget":
+            kwargs["help"] = f"{f.metadata['help']} (seed: off)"
+            parser.add_argument(flag, type=_duration, metavar="DURATION", **kwargs)
         else:
             parser.add_argument(flag, type=type(default), choices=choices.get(f.name), **kwargs)
     parser.add_argument("--runs-dir", default=None, help="where runs are saved (default $CIFAR_RUNS_DIR or ./runs)")
@@ -58,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="make the run in this folder of the runs folder (the app reserves one for each run it "
                              "starts); default: a new folder named after the time and the run's name")
     return parser
+
+
+def _duration(text: str) -> float:
+    """--time-budget's value in seconds; argparse prints the sentence of a value it cannot read."""
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class Refused(Exception):

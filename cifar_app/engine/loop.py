@@ -14,6 +14,7 @@ run with a reason; so does running out of memory. Every run writes its folder in
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import platform
@@ -31,6 +32,7 @@ from cifar_app.config import ConfigError, TrainConfig
 from cifar_app.data.dataset import Cifar10, load_cifar10
 from cifar_app.data.loader import TensorLoader, split_indices
 from cifar_app.device import describe_device, is_out_of_memory, pick_device, prefers_channels_last
+from cifar_app.engine.budget import Budget, BudgetSchedule, plan_run, report
 from cifar_app.engine.evaluation import accuracy, predict_logits
 from cifar_app.engine.recorder import start_recording
 from cifar_app.engine.reporter import REPORT_INTERVAL_S, Reporter, StopRequested, TrainingDiverged
@@ -133,6 +135,7 @@ def train(
         if store is not None or resume is not None:
             live(event)
 
+    started = time.monotonic()  # a time budget counts from here: loading the data is part of the run
     saved = None
     if resume is not None:
         config = resume.config().replace(**{k: getattr(config, k) for k in RESUME_RUNTIME_FIELDS})
@@ -141,6 +144,7 @@ def train(
             return RunResult("finished", "this run had already finished",
                              records_from_rows(resume.metrics(), config.epochs), resume)
     setup = prepare(config, data, emit)
+    budget = plan_run(setup, started, emit, saved, fork)  # None without a time budget; fits setup.config to it
     step = TrainingStep(setup.config, setup.device, on_fallback=lambda message: emit(StatusEvent(message)))
     emit(StatusEvent(f"Training on {describe_device(setup.device)}: {summarize(step.model).describe()}"))
     if resume is not None:
@@ -151,12 +155,14 @@ def train(
             live.attach(run.path)
     try:
         loop = EpochLoop(setup, step, run, position, emit, stop or threading.Event(), report_interval_s,
-                         checkpoint_every_s)
+                         checkpoint_every_s, budget)
     except Exception as error:  # after the run exists (its record's set-up): a failed run, not a "running" one
         log.exception("the run could not start")
         result = finish(run, "failed", f"the run could not start: {type(error).__name__}: {error}", position)
     else:
         result = finish(run, *loop.run_epochs(), position)
+        if budget is not None:
+            emit(StatusEvent(report(budget, run, started, result.status, position.images // setup.config.batch_size)))
     emit(EndEvent(result.status, result.reason, result.seconds, result.summary_lines()))
     return result
 
@@ -266,18 +272,23 @@ class EpochLoop:
 
     def __init__(self, setup: Setup, step: TrainingStep, run: Run | None, position: Position,
                  emit: Callable[[Event], None], stop: threading.Event, report_interval_s: float,
-                 checkpoint_every_s: float):
+                 checkpoint_every_s: float, budget: Budget | None = None):
         self.setup, self.config, self.step, self.run, self.position = setup, setup.config, step, run, position
         self.emit, self.stop = emit, stop
-        self.schedule = Schedule(setup.config, len(setup.loader), position.schedule_start)
+        # with a time budget the schedule moves the run's last epoch (config.epochs) as it measures the pace
+        self.schedule = (BudgetSchedule.for_run(setup, run, budget, position.schedule_start) if budget is not None
+                         else Schedule(setup.config, len(setup.loader), position.schedule_start))
         self.reporter = Reporter(setup, run, position, emit, stop, report_interval_s, checkpoint_every_s)
+        self.reporter.batches_of = self.schedule.batches
         self.records = start_recording(run, setup.config, setup.loader, setup.train_index, setup.test[1], position)
 
     def run_epochs(self) -> tuple[str, str]:
         """(status, reason): finished, stopped (by the user) or failed (with why)."""
-        position, epochs = self.position, self.config.epochs
+        position, config = self.position, self.config
         try:
-            for epoch in range(position.epoch, epochs):
+            for epoch in itertools.count(position.epoch):
+                if epoch >= config.epochs:  # read at each epoch: a time budget's schedule may move it
+                    break
                 if not self.train_epoch(epoch):
                     self.save()
                     return "stopped", f"stopped by the user at epoch {epoch + 1}, batch {position.batch} of " \
@@ -290,7 +301,7 @@ class EpochLoop:
                     return "stopped", f"stopped by the user while evaluating epoch {epoch + 1}; resume " \
                                       "evaluates it and goes on"
                 self.end_epoch(event)
-                if self.stop.is_set() and epoch + 1 < epochs:
+                if self.stop.is_set() and epoch + 1 < config.epochs:
                     return "stopped", f"stopped by the user after epoch {epoch + 1}"
         except TrainingDiverged as error:
             return "failed", str(error)
@@ -323,7 +334,7 @@ class EpochLoop:
         self.reporter.start_epoch()
         self.records.begin_epoch(epoch, position.batch)
         for i, x, y in loader.batches(epoch, position.batch):
-            if self.stop.is_set():
+            if self.stop.is_set() or i >= self.schedule.batches(epoch):  # a budget's last epoch may be partial
                 break
             lr = self.schedule.lr(epoch, i)
             step.set_lr(lr)
@@ -342,7 +353,7 @@ class EpochLoop:
                                    "the run diverged. Lower the learning rate or add warm-up.")
         self.lr = self.schedule.lr(epoch, max(0, position.batch - 1))
         self.epoch_pace = position.sums["seen"] / max(position.sums["train_s"], 1e-9)
-        return position.batch >= len(loader)
+        return position.batch >= self.schedule.batches(epoch)
 
     def evaluate(self, epoch: int) -> EpochEvent:
         """The epoch's figures: training loss and accuracy from its batches, then validation and test."""
@@ -389,7 +400,8 @@ class EpochLoop:
             return
         self.position.elapsed_s = self.reporter.elapsed()
         payload = self.position.checkpoint(self.step, self.config, self.setup.data.classes)
-        self.run.save_checkpoint({**payload, "records": self.records.state()}, which)
+        budget = {"budget": self.schedule.budget.state()} if isinstance(self.schedule, BudgetSchedule) else {}
+        self.run.save_checkpoint({**payload, "records": self.records.state(), **budget}, which)
         self.reporter.checkpointed()
 
     def failure(self, error: Exception) -> str:

@@ -64,7 +64,6 @@ class Reporter:
         self.config, self.run, self.position, self.emit, self.stop = setup.config, run, position, emit, stop
         self.interval_s, self.checkpoint_every_s = interval_s, checkpoint_every_s
         self.batches, self.batch_size = len(setup.loader), setup.loader.batch_size
-        self.train_images = len(setup.loader) * setup.loader.batch_size
         self.test_images = len(setup.test[1])
         self.session_start = time.monotonic()
         self.elapsed_before = position.elapsed_s
@@ -73,6 +72,7 @@ class Reporter:
         self.trained_s, self.epoch_clock = 0.0, time.monotonic()
         self.last_report = self.last_beat = self.last_checkpoint = time.monotonic()
         self.window_loss, self.window_batches = None, 0
+        self.batches_of: Callable[[int], int] = lambda epoch: self.batches  # a time budget's last epoch: fewer
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.session_start
@@ -87,11 +87,15 @@ class Reporter:
 
     def eta(self, epoch: int, batch: int) -> tuple[float, float]:
         """Seconds until this epoch's training ends, and until the run ends (evaluations included)."""
-        epoch_left = (self.batches - batch) * self.batch_size
+        epoch_left = (self.batches_of(epoch) - batch) * self.batch_size
         epochs_after = self.config.epochs - epoch - 1
         return (self.seconds_left(epoch_left, 0),
-                self.seconds_left(epoch_left + epochs_after * self.train_images,
+                self.seconds_left(epoch_left + self.images_after(epoch),
                                   eval_images(self.config, self.test_images, epochs_after + 1)))
+
+    def images_after(self, epoch: int) -> int:
+        """Training images in the epochs after `epoch` (0-based)."""
+        return sum(self.batches_of(e) for e in range(epoch + 1, self.config.epochs)) * self.batch_size
 
     def start_epoch(self) -> None:
         if self.pace.samples:  # the training clock goes on from the previous epoch's last report
@@ -130,7 +134,7 @@ class Reporter:
             return
         self.last_report = now
         epochs_after = self.config.epochs - epoch - 1
-        run_eta = self.seconds_left(epochs_after * self.train_images,
+        run_eta = self.seconds_left(self.images_after(epoch),
                                     total - done + eval_images(self.config, self.test_images, epochs_after))
         self.emit(EvalEvent(epoch + 1, self.config.epochs, split, done, total, self.elapsed(), run_eta))
         self.heartbeat(epoch + 1, self.batches)

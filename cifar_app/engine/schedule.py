@@ -60,6 +60,10 @@ class Schedule:
     def warmup_steps(self) -> int:
         return round(self.config.warmup_epochs * self.steps_per_epoch)
 
+    def batches(self, epoch: int) -> int:
+        """Batches epoch `epoch` trains: all of them (a time budget's schedule may end its last one early)."""
+        return self.steps_per_epoch
+
     def lr(self, epoch: int, batch: int) -> float:
         """The learning rate of batch `batch` (0-based) of epoch `epoch` (0-based, absolute)."""
         step = (epoch - self.start_epoch) * self.steps_per_epoch + batch

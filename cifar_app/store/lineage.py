@@ -49,7 +49,7 @@ def fork_problems(parent: Run, which: str, config: TrainConfig) -> list[str]:
     if changed:
         problems.append("a fork keeps its parent's network, whose weights it loads: blocks, K and width must stay "
                         f"as they were ({', '.join(changed)}).")
-    if config.epochs <= epoch:
+    if config.epochs <= epoch and not config.time_budget:  # a budget plans the fork's epochs from its branch
         problems.append(f"the fork starts after epoch {epoch}; set more than {epoch} epochs in all.")
     return problems
 
