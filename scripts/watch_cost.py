@@ -3,6 +3,8 @@ page, against the same run from the command line with nothing open, measured in 
 
     python scripts/watch_cost.py --data-dir .data-cache            # the table (about 6 minutes)
     python scripts/watch_cost.py --data-dir .data-cache --sweep    # and a sweep trial with one tab on /sweeps
+    python scripts/watch_cost.py --data-dir .data-cache --elsewhere  # and a terminal's run with five tabs open
+    python scripts/watch_cost.py --data-dir .data-cache --threads 1  # the app's run on one CPU thread
 
 Each phase trains the `quick` preset (100 epochs, so that it never ends during a measurement; the speed of a batch
 does not depend on the schedule) and measures its training pace over a window, from the heartbeats the run
@@ -270,6 +272,44 @@ def app_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
     return results
 
 
+def elsewhere_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
+    """A run from the command line, watched by five tabs on the Train page ("Also training elsewhere")."""
+    command = [sys.executable, "-m", "cifar_app.train", "--preset", "quick", "--epochs", "100", "--data-dir",
+               args.data_dir, "--runs-dir", str(runs), "--name", "elsewhere", "--quiet"]
+    trainer = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    log = open(runs.parent / "streamlit-elsewhere.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
+                               "--server.port", str(port), "--browser.gatherUsageStats", "false",
+                               "--server.fileWatcherType", "none"], cwd=ROOT,
+                              env={**os.environ, "CIFAR_DATA_DIR": args.data_dir, "CIFAR_RUNS_DIR": str(runs)},
+                              stdout=log, stderr=subprocess.STDOUT)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    results = []
+    try:
+        run = wait_for_training(runs)
+        time.sleep(args.warmup)
+        results.append(("command line, 0 tabs", measure(run, args.window, server.pid)))
+        pages = []
+        for _ in range(5):
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.goto(f"http://127.0.0.1:{port}/train")
+            pages.append(page)
+        pages[0].get_by_text("Also training elsewhere").wait_for(timeout=120_000)
+        time.sleep(args.warmup)
+        results.append(("command line, 5 tabs on /train (elsewhere)", measure(run, args.window, server.pid)))
+    finally:
+        browser.close()
+        server.terminate()
+        trainer.send_signal(signal.SIGINT)
+        for process in (server, trainer):
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return results
+
+
 def sweep_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
     env = {**os.environ, "CIFAR_RUNS_DIR": str(runs)}
     subprocess.run([sys.executable, "-m", "cifar_app.sweep", "create", "watch", "--runs-dir", str(runs), "--preset",
@@ -313,6 +353,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds to settle before each measurement")
     parser.add_argument("--tabs", type=int, nargs="+", default=[0, 1, 5])
     parser.add_argument("--sweep", action="store_true", help="also a sweep trial with one tab on the Sweeps page")
+    parser.add_argument("--elsewhere", action="store_true",
+                        help="also a command-line run with five tabs on the Train page (Also training elsewhere)")
     parser.add_argument("--threads", type=int, default=0, help="the app's run with this many CPU threads (0: the "
                                                                "default, one per core); the command line keeps its own")
     args = parser.parse_args()
@@ -323,6 +365,8 @@ def main() -> int:
         rows = [("command line, nothing open", cli_phase(args, Path(tmp) / "cli-runs"))]
         with sync_playwright() as playwright:
             rows += app_phase(args, Path(tmp) / "app-runs", playwright)
+            if args.elsewhere:
+                rows += elsewhere_phase(args, Path(tmp) / "elsewhere-runs", playwright)
             if args.sweep:
                 rows += sweep_phase(args, Path(tmp) / "sweep-runs", playwright)
     baseline = rows[0][1]["images_per_s"]
@@ -330,8 +374,8 @@ def main() -> int:
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores; window {args.window:.0f} s after "
           f"{args.warmup:.0f} s; quick preset on {args.data_dir}; the app's run on "
           f"{args.threads or 'one per core'} threads")
-    print(f"| what | training images/s | vs command line | server CPU | training CPU | chromium CPU | "
-          f"per tab: server, chromium (ms/s) | live lag |")
+    print("| what | training images/s | vs command line | server CPU | training CPU | chromium CPU | "
+          "per tab: server, chromium (ms/s) | live lag |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         tabs = int(name.split(", ")[1].split()[0]) if name.startswith("app, ") else 0

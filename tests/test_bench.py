@@ -25,6 +25,30 @@ def test_the_probe_times_a_run_s_own_step_and_the_cache_keeps_it(monkeypatch):
     assert cache.get(config.replace(width=8), torch.device("cpu")) is None  # another shape, another speed
 
 
+def test_the_probe_measures_with_the_threads_the_run_will_use():
+    """The Train page's estimate is for the run's own process: its CPU threads (a setting) set the speed measured."""
+    config = TrainConfig(blocks=2, width=4, k=2, batch_size=16, data_dir="")
+    seen = []
+    original = probe._measure
+
+    def measuring(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        probe._measure = measuring
+        cache = probe.SpeedCache()
+        cache.speed(config.replace(threads=1), torch.device("cpu"), may_measure=True)
+        cache.speed(config, torch.device("cpu"), may_measure=True)  # threads 0: this process's own
+        assert seen == [1, 2] and torch.get_num_threads() == 2  # measured apart; the server's threads restored
+        assert cache.get(config.replace(threads=1, batch_size=16), torch.device("cpu")) is not None
+    finally:
+        probe._measure = original
+        torch.set_num_threads(before)
+
+
 def test_the_probe_refuses_what_cannot_fit_before_allocating():
     device = torch.device("cpu")
     too_many = TrainConfig(blocks=30, k=16, width=256, data_dir="")

@@ -6,6 +6,7 @@ not fit in the memory a probe may take); `SpeedCache` keeps the measurements for
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -101,6 +102,25 @@ def measure_images_per_s(config: TrainConfig, device: torch.device | str = "cpu"
     problem = probe_problem(config, device)
     if problem:
         raise ValueError(problem)
+    with cpu_threads(config, device):
+        return _measure(config, device, batches)
+
+
+@contextlib.contextmanager
+def cpu_threads(config: TrainConfig, device: torch.device) -> Iterator[None]:
+    """Measure with the CPU threads the run's own process will use (`config.threads`, 0: torch's default)."""
+    if device.type != "cpu" or not config.threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(config: TrainConfig, device: torch.device, batches: int) -> float:
     data = synthetic_cifar(n_train=max(config.batch_size * (batches + 2), 256), n_test=10)
     step = TrainingStep(config.replace(compile=False), device)
     loader = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
@@ -132,7 +152,8 @@ class SpeedCache:
 
     @staticmethod
     def key(config: TrainConfig, device: torch.device) -> tuple:
-        return (device.type, config.blocks, config.k, config.width, config.batch_size, config.impl, config.precision)
+        return (device.type, config.blocks, config.k, config.width, config.batch_size, config.impl, config.precision,
+                config.threads)
 
     def get(self, config: TrainConfig, device: torch.device) -> float | None:
         with self._lock:
@@ -144,7 +165,7 @@ class SpeedCache:
         too large to probe); None when it is not known and `may_measure` is False (a run is training)."""
         batch = config.batch_size if device.type != "cpu" else min(config.batch_size, CPU_PROBE_BATCH)
         probe = TrainConfig(blocks=config.blocks, k=config.k, width=config.width, batch_size=batch, impl=config.impl,
-                            precision=config.precision, data_dir="")
+                            precision=config.precision, threads=config.threads, data_dir="")
         known = self.get(probe, device)
         if known is not None:
             return known
