@@ -189,10 +189,40 @@ def _read_splits(
     return tuple(np.ascontiguousarray(a) for a in (train_x, train_y, test_x, test_y))
 
 
+# What a CIFAR-10 python batch holds, pickled by Python 2 (the release) or 3 (copies written again): dicts, lists,
+# bytes and str, numpy arrays, their dtypes and scalars. Nothing else is looked up, so a crafted file that would
+# call os.system (or anything else) when unpickled is refused before it is built.
+_BATCH_GLOBALS = {
+    ("_codecs", "encode"),  # bytes, as Python 3 pickles them at protocol 2
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")),
+    *((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")),
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global outside _BATCH_GLOBALS; the message is its name."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _BATCH_GLOBALS:
+            raise _Refused(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(file, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
+            entry = _BatchUnpickler(f, encoding="bytes").load()
+    except _Refused as error:
+        raise DataFormatError(
+            f"{file} was refused: it asks to build {error}, which a CIFAR-10 batch never holds (a crafted batch "
+            "file can run code when it is unpickled). Replace it with the original release."
+        ) from error
+    except Exception as error:  # a truncated or foreign pickle
+        raise DataFormatError(f"{file} is not a CIFAR-10 batch file ({error}).") from error
+    try:
         images = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
     except Exception as error:  # a truncated or foreign pickle
