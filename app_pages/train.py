@@ -286,7 +286,7 @@ with main:
     found, root = data_status(config.data_dir)
     if found is None and not config.download:
         problems.append(f"there is no CIFAR-10 under {root}: download it from the sidebar, tick 'Download if "
-                        "absent' (Data tab), or type the folder of a copy in the sidebar.")
+                        "absent' (Data tab), or extract a copy under the data root.")
     try:
         pick_device(config.device)
     except DeviceError as error:

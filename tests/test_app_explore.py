@@ -15,7 +15,7 @@ from cifar_app.data.formats import CLASSES
 from ui import model_picker
 from cifar_app.store.checkpoints import export_bytes, load_run_model
 from cifar_app.store.runs import RunStore
-from conftest import ROOT, tiny_cifar, write_batches
+from conftest import ROOT, tiny_cifar, write_batches, write_folder
 from explore_helpers import encode, png_header_only, striped, trained_runs_dir
 
 TIMEOUT = 60
@@ -122,14 +122,29 @@ def test_samples_without_data_says_how_to_get_it(no_data):
     assert "No CIFAR-10 here yet" in text_of(at) and "sidebar" in text_of(at)
 
 
-def test_the_pages_read_the_data_folder_chosen_in_the_sidebar(no_data, tmp_path):
-    elsewhere = tmp_path / "my-copy"
-    write_batches(elsewhere)
-    at = app().switch_page("app_pages/samples.py")
-    at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box holds
-    at.run()
+def test_the_pages_read_the_copy_chosen_in_the_sidebar_among_those_under_the_data_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    write_batches(root / "first")
+    write_folder(root / "second")
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(root))
+    at = page("samples")
+    box = at.selectbox(key="data_dir")
+    assert box.options == ["the data root: original python batches (lossless)", "second: image folder (PNG, lossless)"]
+    assert str(root / "first" / "cifar-10-batches-py") in text_of(at)
+    box.set_value(str(root / "second")).run()
     assert not at.exception and "No CIFAR-10 here yet" not in text_of(at)
-    assert str(elsewhere) in text_of(at)  # the caption names the copy it reads
+    assert str(root / "second") in text_of(at)  # the caption names the copy it reads
+
+
+@pytest.mark.parametrize("typed", ["/etc", "../../../../etc", "elsewhere"])
+def test_a_browser_cannot_point_the_app_at_a_path_of_its_own(no_data, tmp_path, typed):
+    write_batches(tmp_path / "elsewhere")  # a copy outside the data root: not the browser's to choose
+    at = app().switch_page("app_pages/samples.py")
+    at.session_state["data_dir"] = str(tmp_path / typed) if typed == "elsewhere" else typed
+    at.run()
+    assert not at.exception and "No CIFAR-10 here yet" in text_of(at)
+    assert f"No CIFAR-10 under the data root `{tmp_path / 'nothing-here'}`" in text_of(at)  # Download goes there
+    assert not at.text_input  # no box to type a server path into
 
 
 # -- Evaluate

@@ -8,14 +8,15 @@ job with `job_manager().snapshot()`; the run that just ended is `snapshot().run_
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from cifar_app.data.dataset import Cifar10, download_cifar10, load_cifar10
-from cifar_app.data.formats import DataFormatError, data_status
+from cifar_app.data.formats import DataFormatError, Found, data_copies, data_status, resolve_root
 from cifar_app.engine.speed import SpeedCache
-from cifar_app.config import TrainConfig, default_data_dir, matching_preset
+from cifar_app.config import TrainConfig, matching_preset
 from cifar_app.device import describe_device, pick_device
 from cifar_app.engine.jobs import JobManager, JobSnapshot
 from cifar_app.store.runs import RunStore
@@ -80,8 +81,15 @@ def dataset() -> Cifar10 | None:
 
 
 def data_dir() -> str:
-    """The data folder the sidebar shows (the same on every page)."""
-    return st.session_state.get(DATA_DIR_KEY) or default_data_dir()
+    """The copy of CIFAR-10 the sidebar chose (the same on every page): one of the copies under the data root the
+    operator configured, else the root itself (where Download puts one). A browser never names a path itself."""
+    chosen, root = st.session_state.get(DATA_DIR_KEY), resolve_root()
+    return chosen if chosen and chosen in data_copies(root) else str(root)
+
+
+def _copy_label(root: Path, opener: str, found: Found) -> str:
+    where = "the data root" if Path(opener) == root else str(Path(opener).relative_to(root))
+    return f"{where}: {found.describe().split(' at ')[0]}"
 
 
 def form_value(name: str, value: Any) -> Any:
@@ -198,27 +206,34 @@ def _download(root) -> None:
 
 def sidebar() -> None:
     """The sidebar of every page: the device, whether the data is ready, and the training job."""
-    st.session_state.setdefault(DATA_DIR_KEY, default_data_dir())
+    st.session_state[DATA_DIR_KEY] = data_dir()  # a choice no longer there (or never offered) falls back to the root
     st.html(STILL_PROGRESS)
     with st.sidebar:
         st.markdown("**Device**")
         st.caption(device_description())
-
         st.markdown("**Data**")
-        st.text_input("Data folder", key=DATA_DIR_KEY,
-                      help="Where CIFAR-10 is, or where to download it: the original python batches or an "
-                           "image folder (train/<class>/, test/<class>/), here or one folder down.")
-        found, root = data_status(data_dir())
-        if found is not None:
-            st.caption(f":material/check_circle: CIFAR-10 ready: {found.describe()}")
-        else:
-            st.warning(f"No CIFAR-10 under `{root}`.")
-            if st.button("Download CIFAR-10 (163 MB)", key="download_data", icon=":material/download:"):
-                _download(root)
-            st.caption("Or type the path of a copy you have above, or extract one there, e.g. "
-                       f"`tar -xzf cifar10-jpeg.tar.gz -C {root}`.")
-
+        _sidebar_data()
         st.markdown("**Training job**")
         snap = job_manager().snapshot()
         polling = snap.running and not live_publisher().ok  # where nothing can be published, a timer
         st.fragment(_sidebar_job, run_every=SIDEBAR_POLL_S if polling else None)(snap.job_id)
+
+
+def _sidebar_data() -> None:
+    """The copy to use, chosen among those under the data root; where there is none, Download into the root."""
+    root = resolve_root()
+    copies = data_copies(root)
+    if copies:
+        st.selectbox("Data copy", list(copies), key=DATA_DIR_KEY, format_func=lambda v: _copy_label(root, v, copies[v]),
+                      help="The copies of CIFAR-10 under the data root the app was started with (CIFAR_DATA_DIR, "
+                           "or ./data): the original python batches, the binary release, or an image folder "
+                           "(train/<class>/, test/<class>/), at the root or one folder down.")
+    found, _ = data_status(data_dir())
+    if found is not None:
+        st.caption(f":material/check_circle: CIFAR-10 ready: {found.describe()}")
+    else:
+        st.warning(f"No CIFAR-10 under the data root `{root}`.")
+        if st.button("Download CIFAR-10 (163 MB)", key="download_data", icon=":material/download:"):
+            _download(root)
+        st.caption("Or extract a copy there, e.g. `tar -xzf cifar10-jpeg.tar.gz -C <data root>`; the data root is "
+                   "set where the app starts (CIFAR_DATA_DIR).")

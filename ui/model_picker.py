@@ -45,8 +45,8 @@ def get_data() -> Cifar10 | None:
     found, root = data_status(data_dir())
     if found is None:
         st.info(
-            f"No CIFAR-10 here yet (looked under `{root}`). Download it with the sidebar's button, or type the "
-            "folder of an existing copy into the sidebar."
+            f"No CIFAR-10 here yet (looked under `{root}`). Download it with the sidebar's button, or extract a "
+            "copy under the data root (CIFAR_DATA_DIR) and choose it in the sidebar."
         )
         with st.expander("Where it was looked for, and every way to get it"):
             st.code(str(DataNotFound(root)), language=None)

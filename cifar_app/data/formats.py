@@ -169,13 +169,31 @@ def _is_folder(path: Path) -> bool:
     return (path / "train").is_dir() and (path / "test").is_dir()
 
 
+_KINDS = (("batches", _is_batches), ("binary", _is_binary), ("folder", _is_folder))  # lossless first
+
+
 def locate(root: Path) -> Found | None:
     """The first copy under `root`: the lossless releases first (python batches, then binary), then an image folder."""
-    for kind, matches in (("batches", _is_batches), ("binary", _is_binary), ("folder", _is_folder)):
+    for kind, matches in _KINDS:
         for path in candidate_paths(root):
             if matches(path):
                 return Found(kind, path)
     return None
+
+
+def data_copies(root: Path) -> dict[str, Found]:
+    """Every copy under the data root (the operator's choice: --data-dir, CIFAR_DATA_DIR), each by the folder that
+    opens it with `locate`: the root itself for the copy it finds first, else the copy's parent or its own folder.
+    These are what a browser may choose among; it never names a server path itself."""
+    copies: dict[str, Found] = {}
+    for path in dict.fromkeys(candidate_paths(root)):
+        for kind, matches in _KINDS:
+            if matches(path):
+                found = Found(kind, path)
+                opener = next((p for p in (root, path.parent, path) if locate(p) == found), None)
+                if opener is not None:  # else another copy in the same folder shadows it: not one to open
+                    copies.setdefault(str(opener), found)
+    return copies
 
 
 def _read_splits(
