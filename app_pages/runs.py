@@ -19,7 +19,7 @@ from cifar_app.config import ConfigError
 from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError
 from cifar_app.engine.jobs import JobBusy, NotResumable
-from cifar_app.store.lineage import checkpoint_position
+from cifar_app.store.lineage import DataMismatch, check_resume_data, checkpoint_position
 from cifar_app.store.runs import Run
 from ui import common
 
@@ -167,8 +167,9 @@ def resume_tab(run: Run) -> None:
         st.caption("A run is already training in this app; one at a time.")
     if st.button("Resume", key="resume", type="primary", icon=":material/play_arrow:", disabled=bool(problem) or busy):
         try:
+            check_resume_data(run, common.data_fingerprint())  # the sidebar's copy: the one the run trained on?
             manager.start(run.config().replace(data_dir=common.data_dir()), resume=run)
-        except (JobBusy, NotResumable, ConfigError, DeviceError, DataNotFound, DataFormatError) as error:
+        except (JobBusy, NotResumable, ConfigError, DeviceError, DataNotFound, DataFormatError, DataMismatch) as error:
             st.error(f"Not resumed: {error}", icon=":material/block:")
         else:
             st.switch_page("app_pages/train.py")

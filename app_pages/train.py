@@ -236,7 +236,7 @@ def fork_source() -> tuple[Any, str, list[str], list[str]] | None:
     except KeyError:
         return None, source["which"], [f"the run to fork from ({source['name']}) is gone from the run store."], []
     config = form_config()
-    return parent, source["which"], fork_problems(parent, source["which"], config), fork_warnings(parent, config)
+    return parent, source["which"], fork_problems(parent, source["which"], config), fork_warnings(parent, config, common.data_fingerprint())
 
 
 def fork_banner() -> None:

@@ -348,3 +348,11 @@ def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):
     at = page("predict")
     assert "No trained model yet" in text_of(at) and "python -m cifar_app.train --preset quick" in text_of(at)
     assert len(at.file_uploader) == 1  # only the checkpoint uploader
+
+
+def test_evaluate_shows_no_per_image_history_from_a_run_that_trained_on_other_data(mislabelled_data_dir, runs_dir):
+    at = page("evaluate")
+    next(b for b in at.button if b.key and b.key.startswith("evaluate_mistakes_gallery_")).click().run()
+    assert "The model says" in text_of(at)  # the model still answers for this image
+    assert "probability at each epoch" not in text_of(at)  # but the record's image #i is another image
+    assert "This run trained on other data" in text_of(at) and "not shown here" in text_of(at)

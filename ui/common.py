@@ -80,6 +80,16 @@ def dataset() -> Cifar10 | None:
     return _dataset(str(root.resolve())) if found is not None else None
 
 
+def data_fingerprint() -> str | None:
+    """Which images the sidebar's copy holds (formats.data_fingerprint), to check a run's against; None while
+    there is no readable copy."""
+    try:
+        data = dataset()
+    except (OSError, DataFormatError):  # the pages that show the data say what is wrong with it
+        return None
+    return data.fingerprint if data is not None else None
+
+
 def data_dir() -> str:
     """The copy of CIFAR-10 the sidebar chose (the same on every page): one of the copies under the data root the
     operator configured, else the root itself (where Download puts one). A browser never names a path itself."""

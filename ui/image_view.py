@@ -26,6 +26,7 @@ from cifar_app.store.records import records_signature
 from ui.charts.dynamics import trajectory_chart
 from ui.png import tile_png
 from cifar_app.analysis.predict import predict_images
+from cifar_app.store.lineage import other_data
 from cifar_app.store.runs import Run
 
 PENDING = "image_view_pending"  # session key: (gallery key, ImageRef) of the image asked for
@@ -46,6 +47,7 @@ class ViewSource:
     model: LoadedModel | None
     records: Records | None = None
     model_label: str = ""
+    records_problem: str = ""  # why the run's record is not shown with this data (it trained on other images)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -72,6 +74,19 @@ def _records(path: str, signature: tuple) -> Records | None:
 def run_records(run: Run | None) -> Records | None:
     """A run's per-image record, read again only when an epoch's record has been written since (None: no record)."""
     return None if run is None else _records(str(run.path), records_signature(run.path))
+
+
+def records_for(run: Run | None, data: Cifar10) -> tuple[Records | None, str]:
+    """A run's record, only when `data` is the data it trained on (as the Dynamics page checks): else None and why.
+    With another copy in the sidebar, image #i of the record is another image than #i on the screen."""
+    records = run_records(run)
+    if records is None or run is None:
+        return records, ""
+    source = other_data(run, data.fingerprint)
+    if source is None and records.data_mismatch(data.train_labels.numpy(), data.test_labels.numpy()) is None:
+        return records, ""
+    return None, (f"This run trained on other data ({source or 'other labels'}) than the sidebar's copy: its "
+                  "per-image record describes other images, so it is not shown here.")
 
 
 def gallery(refs: Sequence[ImageRef], captions: Sequence[str], source: ViewSource, key: str,
@@ -134,7 +149,8 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
         picture_col.altair_chart(attention_chart(result.attention_frame(0)), width="stretch")
         picture_col.caption("Attention per block: how each block mixed its K kernels for this image.")
     if source.records is None:
-        model_col.caption("This run kept no per-image record, so there is no probability over epochs to show.")
+        model_col.caption(source.records_problem or
+                          "This run kept no per-image record, so there is no probability over epochs to show.")
         return
     path = trajectory(source.records, ref.split, ref.index)
     if path.empty:

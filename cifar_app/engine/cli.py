@@ -23,7 +23,7 @@ from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError
 from cifar_app.engine.loop import CHECKPOINT_EVERY_S, train
 from cifar_app.events import BatchEvent, EndEvent, EpochEvent, EvalEvent, Event, StatusEvent
-from cifar_app.store.lineage import fork_warnings
+from cifar_app.store.lineage import DataMismatch, fork_warnings
 from cifar_app.store.live import LiveLog
 from cifar_app.store.runs import Run, RunStore
 
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             result = train(config, on_event=printer(not args["quiet"] and sys.stdout.isatty()), store=saving,
                            stop=stop, resume=resume, fork=fork, checkpoint_every_s=args["checkpoint_every"],
                            run_id=args["run_id"])
-    except (ConfigError, DeviceError, DataNotFound, DataFormatError, KeyError, FileNotFoundError, Refused) as error:
+    except (ConfigError, DeviceError, DataNotFound, DataFormatError, DataMismatch, KeyError, FileNotFoundError,
+            Refused) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         print(f"error: {message}")
         if args["run_id"]:  # the app that reserved the folder is watching its live log: tell it why
