@@ -324,3 +324,23 @@ def test_a_trial_ended_under_its_worker_ends_its_run_with_the_reason_and_the_wor
         run.meta()["reason"]
     assert len(run.metrics()) < 6 and again.user_attrs["rerun_of"] == 0 and again.state == TrialState.COMPLETE
     assert again.params == first.params and done == [{"failed": 1, "complete": 1}]
+
+
+def test_a_run_whose_trial_cannot_be_recorded_is_failed_with_the_reason_not_left_running(tmp_path):
+    from cifar_app.engine.loop import train
+    from conftest import tiny_cifar, tiny_config
+
+    class Unreachable:
+        """A worker whose database stays away: recording the trial's run id gives up after its patience."""
+
+        store, spec = RunStore(tmp_path / "runs"), type("Spec", (), {"name": "tiny"})()
+
+        def set_attr(self, trial, key, value):
+            raise SweepError("the database could not be reached for 60 s")
+
+    store = sweep_worker.TrialRunStore(Unreachable(), type("Trial", (), {"number": 3})(), None)
+    with pytest.raises(SweepError):
+        train(tiny_config(epochs=1), data=tiny_cifar(), store=store)
+    (run,) = store.runs()
+    assert run.status() == "failed" and "could not be reached" in run.meta()["reason"]
+    assert run.resume_problem().startswith("it failed (the run could not start")

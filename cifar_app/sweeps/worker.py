@@ -89,7 +89,13 @@ class TrialRunStore(RunStore):
     def create(self, config: TrainConfig, record: dict[str, Any], name: str = "", run_id: str = "") -> Run:
         record = {**record, "sweep": self.worker.spec.name, "trial": self.trial.number}
         self.run = super().create(config, record, name, run_id)
-        if not self.worker.set_attr(self.trial, "run_id", self.run.id):
+        try:
+            kept = self.worker.set_attr(self.trial, "run_id", self.run.id)
+        except BaseException as error:  # the run exists: failed with the reason, not "running" until it goes stale
+            self.run.update_meta(status="failed", ended=time.time(),
+                                 reason=f"the run could not start: {type(error).__name__}: {error}")
+            raise
+        if not kept:
             self.watcher.ended_elsewhere()
         return self.run
 
