@@ -160,7 +160,7 @@ def resume_tab(run: Run) -> None:
         epoch, batch = checkpoint_position(run, "last")
         where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch else "")
         st.caption(f"Continues from its last checkpoint at {where} with its own hyperparameters, up to its "
-                   f"{run.config().epochs} epochs: the same epochs and curves an uninterrupted run would have. "
+                   f"{common.plural(run.config().epochs, 'epoch')}: the same epochs and curves an uninterrupted run would have. "
                    "It trains in the background; the Train page shows it live.")
     busy = manager.running
     if busy and not problem:

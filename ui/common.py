@@ -119,10 +119,16 @@ def open_in_train_form(config: TrainConfig, fork: dict[str, Any] | None = None) 
     st.switch_page("app_pages/train.py")
 
 
+def plural(n: float, word: str) -> str:
+    """'1 epoch', '3 epochs', '0 epochs'."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def sci(value: float) -> str:
-    """1e-3, 4e-3, 1.5e-4, 0: learning rates and weight decays as people write them."""
-    if value == 0:
-        return "0"
+    """1e-3, 4e-3, 1.5e-4, 0; 0.2 and 1 as they are (not 2e-1, 1e0): learning rates and weight decays as people
+    write them."""
+    if value == 0 or 0.1 <= abs(value) < 1000:
+        return f"{value:g}"
     mantissa, exponent = f"{value:.2e}".split("e")
     return f"{float(mantissa):g}e{int(exponent)}"
 
@@ -140,7 +146,7 @@ def config_line(config: TrainConfig) -> str:
     """The run's recipe in one line: its preset (or custom) and the numbers that matter most."""
     name = matching_preset(config) or "custom"
     return (f"{name} · {config.blocks} blocks, width {config.width}, K={config.k} · {config.optimizer} lr "
-            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {config.epochs} epochs")
+            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {plural(config.epochs, 'epoch')}")
 
 
 def job_line(snap: JobSnapshot) -> str:
@@ -149,15 +155,32 @@ def job_line(snap: JobSnapshot) -> str:
         return "Idle: no run started since the app started."
     if snap.running:
         if snap.stop_requested:
-            return "Stopping after this batch…"
-        if snap.progress is None:
+            wait = stop_wait(snap)
+            return f"Stopping after this batch ({wait})…" if wait else "Stopping after this batch…"
+        now = snap.evaluating or snap.progress  # the latest: an epoch's batches may end between two batch reports
+        if now is None:
             return f"Running: {snap.message or 'starting'}…"
-        return f"Running: epoch {snap.progress.epoch} of {snap.progress.epochs}"
+        return f"Running: epoch {now.epoch} of {now.epochs}" + (", evaluating" if snap.evaluating else "")
     if snap.status == "failed":
         return f"Failed: {snap.reason.splitlines()[0] if snap.reason else 'unknown reason'}"
     best = snap.best
     accuracy = f", best test accuracy {best.test_acc:.2f}% (epoch {best.epoch})" if best else ""
     return f"{snap.status.capitalize()}{accuracy}"
+
+
+LONG_BATCH_S = 5.0  # a Stop that waits longer than this for its batch says so
+
+
+def stop_wait(snap: JobSnapshot) -> str:
+    """How long a Stop waits for the batch under way, where that is long (a batch of 8192 on a CPU: half a
+    minute): 'up to 29 s: ...'; '' where it is short or unknown."""
+    p, config = snap.progress, snap.config
+    if p is None or config is None or not p.images_per_s or snap.evaluating is not None:
+        return ""
+    seconds = config.batch_size / p.images_per_s
+    if seconds < LONG_BATCH_S:
+        return ""
+    return f"up to {duration(seconds)}: one batch of {config.batch_size:,} images takes that long here"
 
 
 def run_fraction(snap: JobSnapshot) -> float:

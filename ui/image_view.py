@@ -161,5 +161,5 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
                        f"({'training passes, augmented' if ref.split == 'train' else 'test passes'})")
     model_col.altair_chart(trajectory_chart(path), width="stretch")
     predicted = path["predicted"].value_counts()
-    model_col.caption(f"Predicted most often: {predicted.index[0]} ({predicted.iloc[0]} of {len(path)} epochs); "
+    model_col.caption(f"Predicted most often: {predicted.index[0]} ({predicted.iloc[0]} of {len(path)} epoch{'s' if len(path) != 1 else ''}); "
                       f"right at {int(np.sum(path['correct']))} of them.")
