@@ -49,3 +49,11 @@ def test_the_readme_says_how_to_share_the_app_and_lists_every_page():
     assert "no login" in sharing
     for name in PAGES:
         assert f"`/{name}`" in readme
+
+
+def test_an_unknown_address_says_the_page_does_not_exist_and_links_to_every_page():
+    at = app().switch_page("ui/common.py").run()  # a file that is no page: its address names none
+    assert not at.exception and [t.value for t in at.title] == ["Page not found"]
+    assert "There is no page at" in at.warning[0].value
+    links = [element.proto.page for element in at.get("page_link")]
+    assert [link.removesuffix(".py").split("/")[-1] for link in links] == list(PAGES)
