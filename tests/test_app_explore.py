@@ -356,3 +356,33 @@ def test_evaluate_shows_no_per_image_history_from_a_run_that_trained_on_other_da
     assert "The model says" in text_of(at)  # the model still answers for this image
     assert "probability at each epoch" not in text_of(at)  # but the record's image #i is another image
     assert "This run trained on other data" in text_of(at) and "not shown here" in text_of(at)
+
+
+@pytest.fixture
+def mixed_runs(tmp_path, monkeypatch):
+    """Three copies of the tiny run: finished (older, the better one), finished, and the newest, stopped before
+    its first epoch ended (a last checkpoint, no best)."""
+    import shutil
+
+    trained = RunStore(trained_runs_dir()).runs()[0]
+    root = tmp_path / "runs"
+    for run_id, status, shift in (("20990101-000001-better", "finished", 5.0), ("20990101-000002-plain", "finished", 0.0),
+                                  ("20990101-000003-stopped", "stopped", None)):
+        shutil.copytree(trained.path, root / run_id)
+        run = RunStore(root).get(run_id)
+        rows = [] if shift is None else [{**r, "test_acc": r["test_acc"] + shift} for r in trained.metrics()]
+        run.write_metrics(rows)
+        run.update_meta(status=status, name=run_id.split("-")[-1])
+        if shift is None:
+            run.checkpoint_path("best").unlink()
+    monkeypatch.setenv("CIFAR_RUNS_DIR", str(root))
+    return root
+
+
+@pytest.mark.parametrize("name", ["evaluate", "predict"])
+def test_evaluate_and_predict_open_on_the_best_finished_run_and_say_which_checkpoint(data_dir, mixed_runs, name):
+    at = page(name)
+    assert at.selectbox(key=f"{name}_model").value == "20990101-000001-better"
+    at.selectbox(key=f"{name}_model").set_value("20990101-000003-stopped").run()
+    assert not at.exception and not [r for r in at.radio if r.key == f"{name}_which"]  # no 'best' to pick
+    assert "Checkpoint: **last**, the only one this run has saved." in text_of(at)
