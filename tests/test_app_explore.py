@@ -386,3 +386,13 @@ def test_evaluate_and_predict_open_on_the_best_finished_run_and_say_which_checkp
     at.selectbox(key=f"{name}_model").set_value("20990101-000003-stopped").run()
     assert not at.exception and not [r for r in at.radio if r.key == f"{name}_which"]  # no 'best' to pick
     assert "Checkpoint: **last**, the only one this run has saved." in text_of(at)
+
+
+def test_an_svg_gets_its_reason_on_the_page_and_the_size_limit_is_written_there(no_data, runs_dir):
+    at = page("predict")
+    assert "each up to 200 MB and 40 megapixels" in text_of(at) and "refused by the browser" in text_of(at)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><rect width="32" height="32"/></svg>'
+    at.file_uploader(key="predict_files").set_value([("drawing.svg", svg, "image/svg+xml")]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["drawing.svg is not a PNG, JPEG, WebP, BMP or GIF image (or it is damaged "
+                                           "beyond reading)."]
