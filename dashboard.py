@@ -68,4 +68,7 @@ missing = asked_for_another_page() if page is root else ""
 if page is root and not missing:
     st.switch_page(pages[FIRST_PAGE])
 common.sidebar()
-page_not_found(missing) if missing else page.run()
+if missing:
+    page_not_found(missing)
+else:
+    page.run()

@@ -29,6 +29,10 @@ from cifar_app.analysis.predict import predict_images
 from cifar_app.store.lineage import other_data
 from cifar_app.store.runs import Run
 
+# A caption is a button's label, which Streamlit cuts to one line ("#6559 · p=…"): let it wrap under its image.
+_LABEL = "[data-testid='stColumn'] [data-testid='stBaseButton-tertiary']"
+WRAP_CAPTIONS = (f"<style>{_LABEL} .stMarkdownEllipsis, {_LABEL} p {{white-space: normal !important; "
+                 "overflow: visible !important; text-overflow: clip !important;}</style>")
 PENDING = "image_view_pending"  # session key: (gallery key, ImageRef) of the image asked for
 
 
@@ -96,6 +100,7 @@ def gallery(refs: Sequence[ImageRef], captions: Sequence[str], source: ViewSourc
     if not refs:
         st.caption("No images here.")
         return
+    st.html(WRAP_CAPTIONS)
     for start in range(0, len(refs), columns):
         cells = st.columns(columns)
         for offset, cell in enumerate(cells):
@@ -160,6 +165,18 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
     model_col.markdown(f"**Its {label} probability at each epoch** "
                        f"({'training passes, augmented' if ref.split == 'train' else 'test passes'})")
     model_col.altair_chart(trajectory_chart(path), width="stretch")
-    predicted = path["predicted"].value_counts()
-    model_col.caption(f"Predicted most often: {predicted.index[0]} ({predicted.iloc[0]} of {len(path)} epoch{'s' if len(path) != 1 else ''}); "
-                      f"right at {int(np.sum(path['correct']))} of them.")
+    model_col.caption(f"{most_predicted(path['predicted'].tolist())}; right at {int(np.sum(path['correct']))} of "
+                      f"{len(path)} epoch{'s' if len(path) != 1 else ''}.")
+
+
+def most_predicted(predicted: list[str]) -> str:
+    """'Predicted most often: frog (3 of 4 epochs)', or on a tie 'Predicted as often as each other: deer and frog
+    (2 of 4 epochs each; deer in the later ones)', as the Dynamics gallery breaks ties (the later epochs)."""
+    counts = {name: predicted.count(name) for name in dict.fromkeys(predicted)}
+    top = max(counts.values())
+    tied = [name for name, count in counts.items() if count == top]
+    of = f"{top} of {len(predicted)} epoch{'s' if len(predicted) != 1 else ''}"
+    if len(tied) == 1:
+        return f"Predicted most often: {tied[0]} ({of})"
+    later = max(tied, key=lambda name: sum(i for i, p in enumerate(predicted) if p == name))
+    return f"Predicted as often as each other: {' and '.join(tied)} ({of} each; {later} in the later ones)"
