@@ -204,9 +204,12 @@ def test_stop_ends_the_running_trial_within_a_batch_and_no_other_starts(tmp_path
         time.sleep(0.05)
     sweep_spec.request_stop(study)
     worker.join(timeout=10)
-    assert not worker.is_alive() and done == [{"failed": 1}]
+    assert not worker.is_alive() and done == [{"stopped": 1}]
     trial, again = study.get_trials()
     assert "the sweep was stopped during epoch" in trial.user_attrs["reason"]
+    spec = sweep_spec.load_sweep("tiny", storage)[1]
+    assert sweep_views.trial_rows(study, spec)[0]["state"] == "stopped"  # a person's stop is no failure
+    assert "1 stopped" in sweep_views.sweep_state(study, spec).line()
     assert trial.user_attrs["epochs_done"] < 5
     # the interrupted trial leaves its slot of the budget to a re-run of its hyperparameters, queued
     assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == trial.params

@@ -221,7 +221,9 @@ def _conclude(worker: Worker, trial: optuna.Trial, watcher: TrialWatcher, result
         return _tell(worker, trial, TrialState.COMPLETE, value=last.val_acc)
     if result.status == "stopped" and watcher.stopped_by in ("sweep", "worker"):
         why = {"sweep": "the sweep was stopped", "worker": "its worker was told to end"}[watcher.stopped_by]
-        return _interrupt(worker, trial, f"{why} during epoch {len(result.history) + 1}; it is run again")
+        worker.set_attr(trial, "stopped", True)  # a person's stop: the Sweeps page says 'stopped', not 'failed'
+        state = _interrupt(worker, trial, f"{why} during epoch {len(result.history) + 1}; it is run again")
+        return "stopped" if state == "failed" else state
     return _tell(worker, trial, TrialState.FAIL, reason=result.reason or "it ended without a validation accuracy")
 
 
