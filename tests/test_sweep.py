@@ -347,3 +347,13 @@ def test_a_run_whose_trial_cannot_be_recorded_is_failed_with_the_reason_not_left
     (run,) = store.runs()
     assert run.status() == "failed" and "could not be reached" in run.meta()["reason"]
     assert run.resume_problem().startswith("it failed (the run could not start")
+
+
+def test_a_trial_that_cannot_fit_in_memory_fails_with_the_reason_before_it_trains(tmp_path, data_dir):
+    storage = SweepStorage(tmp_path / "runs")
+    huge = {"blocks": 11, "width": 128, "k": 4, "batch_size": 8192}  # hundreds of GB at its peak
+    study = sweep_spec.create_sweep(tiny_spec(data_dir, base=huge, trials=1), storage)
+    assert sweep_worker.work("tiny", storage) == {"failed": 1}
+    (trial,) = study.get_trials()
+    assert trial.user_attrs["reason"].startswith("could not start: this run would need about")
+    assert not RunStore(storage.runs_dir).runs()  # no run folder was made for it

@@ -32,6 +32,7 @@ from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError, describe_device, pick_device
 from cifar_app.engine.launcher import start_process
 from cifar_app.engine.loop import RunResult, train
+from cifar_app.engine.memory import check_memory, own_rss
 from cifar_app.events import EpochEvent, Event
 from cifar_app.store.liveness import process_alive, process_start
 from cifar_app.store.runs import Run, RunStore
@@ -178,7 +179,11 @@ def run_trial(worker: Worker, trial: optuna.Trial, params: dict[str, Any], data:
     beating = Heartbeat(worker.study, trial, spec.heartbeat_s) if worker.storage.is_database else None
     with beating or contextlib.nullcontext():
         try:
-            result = train(spec.trial_config(params, trial.number), data=data, on_event=watcher, stop=watcher.stop,
+            config = spec.trial_config(params, trial.number)
+            too_big = check_memory(config.check(), pick_device(config.device), in_use=own_rss()).problem()
+            if too_big:  # this trial's batch and shape, before a process full of them takes the machine
+                raise ConfigError([too_big])
+            result = train(config, data=data, on_event=watcher, stop=watcher.stop,
                            store=TrialRunStore(worker, trial, watcher))
         except DeviceError as error:
             _interrupt(worker, trial, f"its worker's device failed: {error}")
