@@ -12,6 +12,7 @@ layout, and every module of the folder listed as a page.
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from ui import common
 
@@ -37,8 +38,37 @@ pages = {file: st.Page(file, title=title, icon=icon, url_path=url_path(file)) fo
 # Streamlit serves its default page at the root URL only (its own path would answer "Page not found"), so the
 # default is a hidden page that opens the first page under that page's own URL: /train can be reloaded and linked.
 root = st.Page(lambda: None, title="CIFAR-10 Studio", url_path="start", default=True, visibility="hidden")
+
+
+def asked_for_another_page() -> str:
+    """The address a browser asked for when it names no page here ('' for the root URL): Streamlit then runs
+    the default page, which would open /train as if nothing were wrong."""
+    ctx = get_script_run_ctx()
+    manager = getattr(ctx, "pages_manager", None)
+    if manager is None:
+        return ""
+    known = {page._script_hash for page in (root, *pages.values())}
+    asked = manager.intended_page_name or ""
+    if asked and asked != root.url_path and asked not in {p.url_path for p in pages.values()}:
+        return asked
+    wanted = manager.intended_page_script_hash
+    return "that address" if wanted and wanted not in known else ""
+
+
+def page_not_found(asked: str) -> None:
+    st.title("Page not found")
+    where = f"`/{asked}`" if asked != "that address" else asked
+    st.warning(f"There is no page at {where} in CIFAR-10 Studio. The pages are:", icon=":material/link_off:")
+    for file, title, icon in PAGES:
+        st.page_link(pages[file], label=f"{title} (/{url_path(file)})", icon=icon)
+
+
 page = st.navigation([root, *pages.values()])
-if page is root:
+missing = asked_for_another_page() if page is root else ""
+if page is root and not missing:
     st.switch_page(pages[FIRST_PAGE])
 common.sidebar()
-page.run()
+if missing:
+    page_not_found(missing)
+else:
+    page.run()

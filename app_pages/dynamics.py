@@ -83,10 +83,12 @@ def train_refs(rows: pd.DataFrame) -> list[ImageRef]:
 def train_gallery(rows: pd.DataFrame, source: ViewSource, key: str, limit: int) -> None:
     shown = rows.head(limit)
     refs = train_refs(shown)
-    captions = [f"#{r['index']} {r['label']} → {r['most_predicted']}" for _, r in shown.iterrows()]
+    captions = [f"#{r['index']} {r['label']} → {r['most_predicted']}{' (a tie)' if r['most_predicted_tied'] else ''}"
+                for _, r in shown.iterrows()]
     gallery(refs, captions, source, key, tiles=tiles_with_sparklines(refs, source), columns=6)
-    st.caption("Under each image: its label → the class predicted most often; the line is its true-class "
-               "probability at each epoch (dashes at 0.5). Click a caption to open the image.")
+    st.caption("Under each image: its label → the class predicted most often (a tie: the one of the later epochs); "
+               "the line is its true-class probability at each epoch (dashes at 0.5). Click a caption to open the "
+               "image.")
 
 
 def box_of(event) -> dict | None:

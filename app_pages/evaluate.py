@@ -10,7 +10,7 @@ import streamlit as st
 from cifar_app.analysis import metrics
 from ui.charts.explore import CONFUSION_SELECTION, confusion_chart, per_class_chart
 from ui.common import runs_store
-from ui.image_view import ImageRef, ViewSource, gallery, run_records
+from ui.image_view import ImageRef, ViewSource, gallery, records_for
 from ui.model_picker import get_data, pick_model, predictions_csv, test_predictions
 
 ANY = "any"
@@ -43,7 +43,8 @@ if choice is None:
 preds = test_predictions(choice, data)
 classes = list(preds.classes)
 run = runs_store().get(choice.run_id) if choice.run_id else None
-source = ViewSource(data, choice.loaded, run_records(run), choice.loaded.source)
+records, records_problem = records_for(run, data)
+source = ViewSource(data, choice.loaded, records, choice.loaded.source, records_problem)
 pairs = metrics.most_confused(preds, n=1)
 st.caption(f"{choice.loaded.source} on the {len(preds):,} test images ({data.source}).")
 

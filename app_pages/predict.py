@@ -14,7 +14,7 @@ from ui.charts.explore import attention_chart, top_k_chart
 from cifar_app.data.formats import data_status
 from ui.png import to_png_bytes
 from cifar_app.analysis.predict import (
-    ACCEPTED_NAMES, FITS, PreparedImage, UPLOAD_TYPES, UploadError, display_image, predict_images, prepare_upload,
+    ACCEPTED_NAMES, FITS, MAX_PIXELS, PreparedImage, UploadError, display_image, predict_images, prepare_upload,
 )
 from ui.common import data_dir
 from ui.model_picker import device, get_data, pick_model
@@ -66,10 +66,15 @@ if choice is None:
 st.caption(f"{choice.loaded.source}: {choice.loaded.config.blocks} blocks, K = {choice.loaded.config.k}.")
 
 upload_col, options_col = st.columns([3, 1])
+# No type= filter: the browser would only turn a file of another kind (an SVG) red, its reason on hover; read here,
+# it gets a sentence on the page like any file that is not an image.
 files = upload_col.file_uploader(
-    f"Images ({ACCEPTED_NAMES})", type=list(UPLOAD_TYPES), accept_multiple_files=True,
+    f"Images ({ACCEPTED_NAMES})", accept_multiple_files=True,
     key="predict_files", help="Each file is read on its own: one bad file gets a message, the rest a prediction.",
 )
+upload_col.caption(f"{ACCEPTED_NAMES} images, each up to {st.get_option('server.maxUploadSize')} MB and "
+                   f"{MAX_PIXELS / 1e6:.0f} megapixels. A larger file is refused by the browser before it is sent: "
+                   "its chip turns red.")
 fit = options_col.radio("Make it square by", FITS, key="predict_fit", format_func=lambda f: f"{f}: {FIT_HELP[f]}")
 k = options_col.slider("Top classes", 1, len(choice.loaded.classes), 5, key="predict_k")
 

@@ -19,7 +19,7 @@ from cifar_app.config import ConfigError
 from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError
 from cifar_app.engine.jobs import JobBusy, NotResumable
-from cifar_app.store.lineage import checkpoint_position
+from cifar_app.store.lineage import DataMismatch, check_resume_data, checkpoint_position
 from cifar_app.store.runs import Run
 from ui import common
 
@@ -160,15 +160,16 @@ def resume_tab(run: Run) -> None:
         epoch, batch = checkpoint_position(run, "last")
         where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch else "")
         st.caption(f"Continues from its last checkpoint at {where} with its own hyperparameters, up to its "
-                   f"{run.config().epochs} epochs: the same epochs and curves an uninterrupted run would have. "
+                   f"{common.plural(run.config().epochs, 'epoch')}: the same epochs and curves an uninterrupted run would have. "
                    "It trains in the background; the Train page shows it live.")
     busy = manager.running
     if busy and not problem:
         st.caption("A run is already training in this app; one at a time.")
     if st.button("Resume", key="resume", type="primary", icon=":material/play_arrow:", disabled=bool(problem) or busy):
         try:
+            check_resume_data(run, common.data_fingerprint())  # the sidebar's copy: the one the run trained on?
             manager.start(run.config().replace(data_dir=common.data_dir()), resume=run)
-        except (JobBusy, NotResumable, ConfigError, DeviceError, DataNotFound, DataFormatError) as error:
+        except (JobBusy, NotResumable, ConfigError, DeviceError, DataNotFound, DataFormatError, DataMismatch) as error:
             st.error(f"Not resumed: {error}", icon=":material/block:")
         else:
             st.switch_page("app_pages/train.py")

@@ -15,6 +15,7 @@ import streamlit as st
 from cifar_app.analysis import compare
 from cifar_app.engine.budget import duration_text, estimate
 from cifar_app.engine.schedule import CIFAR10_TEST_IMAGES, train_images
+from cifar_app.engine.memory import check_memory
 from cifar_app.engine.speed import estimate_seconds
 from cifar_app.config import (
     DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, SCHEDULES, ConfigError, TrainConfig,
@@ -198,7 +199,7 @@ def model_summary(config: TrainConfig, job_running: bool) -> None:
     if not isinstance(speed, float):
         slot.metric("Time per epoch", "—", help=speed or "measured on this device when no run is training")
         if speed:
-            st.caption(f"Time per epoch not measured: {speed}.")
+            st.caption(f"Time per epoch not measured: {speed.rstrip('.')}.")
         return
     epoch_s, run_s = estimate_seconds(config, speed)
     slot.metric("Time per epoch (rough)", f"≈ {duration(epoch_s)}",
@@ -207,7 +208,7 @@ def model_summary(config: TrainConfig, job_running: bool) -> None:
     if config.time_budget:
         budget_forecast(config, speed)
         return
-    st.caption(f"≈ {duration(run_s)} for {config.epochs} epochs on {common.device_description()} "
+    st.caption(f"≈ {duration(run_s)} for {common.plural(config.epochs, 'epoch')} on {common.device_description()} "
                f"({speed:,.0f} training images/s measured).")
 
 
@@ -236,7 +237,7 @@ def fork_source() -> tuple[Any, str, list[str], list[str]] | None:
     except KeyError:
         return None, source["which"], [f"the run to fork from ({source['name']}) is gone from the run store."], []
     config = form_config()
-    return parent, source["which"], fork_problems(parent, source["which"], config), fork_warnings(parent, config)
+    return parent, source["which"], fork_problems(parent, source["which"], config), fork_warnings(parent, config, common.data_fingerprint())
 
 
 def fork_banner() -> None:
@@ -286,11 +287,17 @@ with main:
     found, root = data_status(config.data_dir)
     if found is None and not config.download:
         problems.append(f"there is no CIFAR-10 under {root}: download it from the sidebar, tick 'Download if "
-                        "absent' (Data tab), or type the folder of a copy in the sidebar.")
+                        "absent' (Data tab), or extract a copy under the data root.")
     try:
-        pick_device(config.device)
+        device = pick_device(config.device)
     except DeviceError as error:
         problems.append(str(error))
+    else:
+        memory = check_memory(config, device) if not problems else None
+        if memory is not None and memory.problem():
+            problems.append(memory.problem())
+        elif memory is not None and memory.warning():
+            st.warning(f"Memory: {memory.warning()}", icon=":material/memory:")
     if fork is not None:
         problems += fork[2]
         for warning in fork[3]:
@@ -315,7 +322,7 @@ with main:
             st.session_state.pop(common.FORK_KEY, None)
             st.rerun()  # redraw with Stop enabled and the live view polling
     if stop and manager.stop():
-        st.toast("Stopping after this batch…", icon=":material/stop_circle:")
+        st.toast(common.job_line(manager.snapshot()), icon=":material/stop_circle:")  # and how long, if long
 
     # runs of other processes first: compact, and nothing at all while there are none
     elsewhere = tuple(run.id for run in compare.running_elsewhere(common.runs_store(), manager.snapshot().run_id))

@@ -63,7 +63,8 @@ def test_the_page_maps_lists_and_follows_the_test_set(data_dir, copied_run):
     buttons = view_buttons(at, "dynamics_map_gallery")
     assert len(buttons) == min(24, len(hard))
     first = hard.sort_values("confidence", kind="stable").iloc[0]
-    assert buttons[0].label == f"#{first['index']} {first['label']} → {first['most_predicted']}"
+    tie = " (a tie)" if first["most_predicted_tied"] else ""
+    assert buttons[0].label == f"#{first['index']} {first['label']} → {first['most_predicted']}{tie}"
     buttons[0].click().run()
     assert f"**train image #{first['index']}** · labelled **{first['label']}**" in text_of(at)
     assert "probability at each epoch" in text_of(at) and "The model says" in text_of(at)

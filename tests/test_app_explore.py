@@ -15,7 +15,7 @@ from cifar_app.data.formats import CLASSES
 from ui import model_picker
 from cifar_app.store.checkpoints import export_bytes, load_run_model
 from cifar_app.store.runs import RunStore
-from conftest import ROOT, tiny_cifar, write_batches
+from conftest import ROOT, tiny_cifar, write_batches, write_folder
 from explore_helpers import encode, png_header_only, striped, trained_runs_dir
 
 TIMEOUT = 60
@@ -122,14 +122,29 @@ def test_samples_without_data_says_how_to_get_it(no_data):
     assert "No CIFAR-10 here yet" in text_of(at) and "sidebar" in text_of(at)
 
 
-def test_the_pages_read_the_data_folder_chosen_in_the_sidebar(no_data, tmp_path):
-    elsewhere = tmp_path / "my-copy"
-    write_batches(elsewhere)
-    at = app().switch_page("app_pages/samples.py")
-    at.session_state["data_dir"] = str(elsewhere)  # what the sidebar's data-folder box holds
-    at.run()
+def test_the_pages_read_the_copy_chosen_in_the_sidebar_among_those_under_the_data_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    write_batches(root / "first")
+    write_folder(root / "second")
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(root))
+    at = page("samples")
+    box = at.selectbox(key="data_dir")
+    assert box.options == ["the data root: original python batches (lossless)", "second: image folder (PNG, lossless)"]
+    assert str(root / "first" / "cifar-10-batches-py") in text_of(at)
+    box.set_value(str(root / "second")).run()
     assert not at.exception and "No CIFAR-10 here yet" not in text_of(at)
-    assert str(elsewhere) in text_of(at)  # the caption names the copy it reads
+    assert str(root / "second") in text_of(at)  # the caption names the copy it reads
+
+
+@pytest.mark.parametrize("typed", ["/etc", "../../../../etc", "elsewhere"])
+def test_a_browser_cannot_point_the_app_at_a_path_of_its_own(no_data, tmp_path, typed):
+    write_batches(tmp_path / "elsewhere")  # a copy outside the data root: not the browser's to choose
+    at = app().switch_page("app_pages/samples.py")
+    at.session_state["data_dir"] = str(tmp_path / typed) if typed == "elsewhere" else typed
+    at.run()
+    assert not at.exception and "No CIFAR-10 here yet" in text_of(at)
+    assert f"No CIFAR-10 under the data root `{tmp_path / 'nothing-here'}`" in text_of(at)  # Download goes there
+    assert not at.text_input  # no box to type a server path into
 
 
 # -- Evaluate
@@ -333,3 +348,51 @@ def test_predict_without_a_model_says_how_to_get_one(no_data, no_runs):
     at = page("predict")
     assert "No trained model yet" in text_of(at) and "python -m cifar_app.train --preset quick" in text_of(at)
     assert len(at.file_uploader) == 1  # only the checkpoint uploader
+
+
+def test_evaluate_shows_no_per_image_history_from_a_run_that_trained_on_other_data(mislabelled_data_dir, runs_dir):
+    at = page("evaluate")
+    next(b for b in at.button if b.key and b.key.startswith("evaluate_mistakes_gallery_")).click().run()
+    assert "The model says" in text_of(at)  # the model still answers for this image
+    assert "probability at each epoch" not in text_of(at)  # but the record's image #i is another image
+    assert "This run trained on other data" in text_of(at) and "not shown here" in text_of(at)
+
+
+@pytest.fixture
+def mixed_runs(tmp_path, monkeypatch):
+    """Three copies of the tiny run: finished (older, the better one), finished, and the newest, stopped before
+    its first epoch ended (a last checkpoint, no best)."""
+    import shutil
+
+    trained = RunStore(trained_runs_dir()).runs()[0]
+    root = tmp_path / "runs"
+    for run_id, status, shift in (("20990101-000001-better", "finished", 5.0), ("20990101-000002-plain", "finished", 0.0),
+                                  ("20990101-000003-stopped", "stopped", None)):
+        shutil.copytree(trained.path, root / run_id)
+        run = RunStore(root).get(run_id)
+        rows = [] if shift is None else [{**r, "test_acc": r["test_acc"] + shift} for r in trained.metrics()]
+        run.write_metrics(rows)
+        run.update_meta(status=status, name=run_id.split("-")[-1])
+        if shift is None:
+            run.checkpoint_path("best").unlink()
+    monkeypatch.setenv("CIFAR_RUNS_DIR", str(root))
+    return root
+
+
+@pytest.mark.parametrize("name", ["evaluate", "predict"])
+def test_evaluate_and_predict_open_on_the_best_finished_run_and_say_which_checkpoint(data_dir, mixed_runs, name):
+    at = page(name)
+    assert at.selectbox(key=f"{name}_model").value == "20990101-000001-better"
+    at.selectbox(key=f"{name}_model").set_value("20990101-000003-stopped").run()
+    assert not at.exception and not [r for r in at.radio if r.key == f"{name}_which"]  # no 'best' to pick
+    assert "Checkpoint: **last**, the only one this run has saved." in text_of(at)
+
+
+def test_an_svg_gets_its_reason_on_the_page_and_the_size_limit_is_written_there(no_data, runs_dir):
+    at = page("predict")
+    assert "each up to 200 MB and 40 megapixels" in text_of(at) and "refused by the browser" in text_of(at)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><rect width="32" height="32"/></svg>'
+    at.file_uploader(key="predict_files").set_value([("drawing.svg", svg, "image/svg+xml")]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["drawing.svg is not a PNG, JPEG, WebP, BMP or GIF image (or it is damaged "
+                                           "beyond reading)."]

@@ -280,3 +280,18 @@ def test_a_link_with_a_run_opens_evaluate_on_that_run(env):
     assert "run" not in at.query_params  # picked once: the user may choose another model afterwards
     rerun(at, EVALUATE)
     assert at.selectbox(key="evaluate_model").value == fast.id
+
+
+def test_resume_on_another_copy_of_the_data_is_refused_with_a_sentence(env, tmp_path):
+    from conftest import write_folder
+
+    stop = threading.Event()
+    run = train(tiny_config(epochs=3, name="victim"), data=tiny_cifar(), store=env, stop=stop,
+                on_event=lambda event: stop.set() if isinstance(event, EpochEvent) else None).run
+    write_folder(tmp_path / "data" / "pngs")  # the same images, in class order: another copy under the data root
+    at = runs_page()
+    at.selectbox(key="data_dir").set_value(str(tmp_path / "data" / "pngs")).run()
+    at.button(key="resume").click().run()
+    assert page_title(at) == "Runs" and not common.job_manager().running
+    assert "Not resumed: victim cannot be resumed on this data: it trained on other data" in texts(at)
+    assert run.status() == "stopped"

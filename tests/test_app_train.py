@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from cifar_app.engine import speed
 from ui import common
-from cifar_app.config import RUNTIME_FIELDS, TrainConfig, preset
+from cifar_app.config import RUNTIME_FIELDS, ConfigError, TrainConfig, preset
 from cifar_app.shape import summarize_shape
 from conftest import ROOT, write_batches
 
@@ -115,6 +115,7 @@ def test_every_slider_at_its_end_is_refused_without_building_the_network(env, mo
     at = set_widgets(app().run(), blocks=30, k=16, width=256)  # 5,968 M parameters
     assert not at.exception and at.button(key="start").disabled
     assert "M parameters, more than the 200 M this app trains" in texts(at)
+    assert "number of blocks." in texts(at) and ".." not in texts(at)  # one period, in the list and the caption
     assert [c.width for c in probed] == [preset("quick" if not torch.cuda.is_available() else "seed").width]
     # (the page opened on a preset and timed it; the 5,968 M-parameter network was never built to be timed)
     assert {m.label: m.value for m in at.metric}["Time per epoch"] == "—"
@@ -240,3 +241,13 @@ def test_a_time_budget_says_before_start_what_fits_on_this_machine(env):
     assert at.segmented_control(key="preset").value == "quick" and "for 3 epochs" in texts(at)
     assert not at.slider(key="cfg_epochs").disabled
     assert not at.exception
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_start_with_what_would(env):
+    at = set_widgets(app().run(), blocks=11, width=128, k=4, batch_size=8192)  # hundreds of GB at its peak
+    assert at.button(key="start").disabled
+    refusal = next(e.value for e in at.error if "cannot run" in e.value)
+    assert "this run would need about" in refusal and "of this machine's memory is free" in refusal
+    assert "lower the batch size (a batch of" in refusal
+    with pytest.raises(ConfigError, match="would need about"):  # and the app's Start refuses it too
+        common.job_manager().start(preset("seed", width=128, k=4, batch_size=8192, data_dir=str(env / "data")))

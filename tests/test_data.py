@@ -1,6 +1,8 @@
 import io
 import os
+import pickle
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -68,6 +70,38 @@ def test_a_truncated_batch_file_is_refused(tmp_path):
     (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
     with pytest.raises(DataFormatError, match="data_batch_3"):
         load_cifar10(tmp_path)
+
+
+class _Crafted:
+    """Unpickled, it runs a shell command: what a batch file handed to the server could hold."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_crafted_batch_that_would_run_code_is_refused_with_a_sentence(tmp_path, protocol):
+    folder = write_batches(tmp_path / "data")
+    marker = tmp_path / "ran"
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": _Crafted(f"touch {marker}"), b"labels": []}, f, protocol=protocol)
+    with pytest.raises(DataFormatError, match=r"data_batch_2 was refused: it asks to build .*system.*never holds"):
+        load_cifar10(tmp_path / "data")
+    assert not marker.exists()  # nothing ran
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_batches_pickled_at_any_protocol_still_load(tmp_path, protocol):
+    folder = write_batches(tmp_path)
+    for name in ("data_batch_1", "test_batch"):
+        entry = pickle.loads((folder / name).read_bytes())
+        entry[b"filenames"], entry[b"batch_label"] = [b"a.png"] * len(entry[b"labels"]), "training batch 1 of 5"
+        entry[b"labels"] = np.asarray(entry[b"labels"], dtype=np.int64)  # numpy scalars and arrays
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=protocol))
+    assert len(load_cifar10(tmp_path).train_labels) == 200
 
 
 def test_the_cache_round_trip(tmp_path):

@@ -186,3 +186,22 @@ def test_the_data_map_draws_every_image_where_few_lie_and_thins_the_crowds():
     tile = Image.open(io.BytesIO(tile_png(image, np.array([0.1, np.nan, 0.8]))))
     assert tile.size == (96, 96 + 26)
     assert Image.open(io.BytesIO(tile_png(image))).size == (96, 96)
+
+
+def test_a_tie_for_the_most_predicted_class_is_named_as_one_in_the_table_and_the_image_view():
+    from pathlib import Path
+
+    from ui.image_view import most_predicted
+
+    # one deer image over four epochs: right (deer), wrong (frog), wrong (frog), right (deer): two each
+    correct = np.array([[1], [0], [0], [1]], dtype=np.int8)
+    other = np.full((4, 1), CLASSES.index("frog"), dtype=np.int16)
+    records = dynamics.Records(Path("."), {}, np.array([0]), np.array([CLASSES.index("deer")]), np.arange(1, 5),
+                               np.full((4, 1), 0.5, np.float32), correct, other, np.full((4, 1), 0.4, np.float32),
+                               np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.int64),
+                               np.zeros((0, 0), np.float32))
+    row = dynamics.image_table(records).iloc[0]
+    assert row["most_predicted"] == "deer" and row["most_predicted_tied"]  # deer was also predicted at the last epoch
+    assert most_predicted(["deer", "frog", "frog", "deer"]) == (
+        "Predicted as often as each other: deer and frog (2 of 4 epochs each; deer in the later ones)")
+    assert most_predicted(["frog", "frog", "deer"]) == "Predicted most often: frog (2 of 3 epochs)"

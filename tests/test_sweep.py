@@ -204,9 +204,12 @@ def test_stop_ends_the_running_trial_within_a_batch_and_no_other_starts(tmp_path
         time.sleep(0.05)
     sweep_spec.request_stop(study)
     worker.join(timeout=10)
-    assert not worker.is_alive() and done == [{"failed": 1}]
+    assert not worker.is_alive() and done == [{"stopped": 1}]
     trial, again = study.get_trials()
     assert "the sweep was stopped during epoch" in trial.user_attrs["reason"]
+    spec = sweep_spec.load_sweep("tiny", storage)[1]
+    assert sweep_views.trial_rows(study, spec)[0]["state"] == "stopped"  # a person's stop is no failure
+    assert "1 stopped" in sweep_views.sweep_state(study, spec).line()
     assert trial.user_attrs["epochs_done"] < 5
     # the interrupted trial leaves its slot of the budget to a re-run of its hyperparameters, queued
     assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == trial.params
@@ -324,3 +327,33 @@ def test_a_trial_ended_under_its_worker_ends_its_run_with_the_reason_and_the_wor
         run.meta()["reason"]
     assert len(run.metrics()) < 6 and again.user_attrs["rerun_of"] == 0 and again.state == TrialState.COMPLETE
     assert again.params == first.params and done == [{"failed": 1, "complete": 1}]
+
+
+def test_a_run_whose_trial_cannot_be_recorded_is_failed_with_the_reason_not_left_running(tmp_path):
+    from cifar_app.engine.loop import train
+    from conftest import tiny_cifar, tiny_config
+
+    class Unreachable:
+        """A worker whose database stays away: recording the trial's run id gives up after its patience."""
+
+        store, spec = RunStore(tmp_path / "runs"), type("Spec", (), {"name": "tiny"})()
+
+        def set_attr(self, trial, key, value):
+            raise SweepError("the database could not be reached for 60 s")
+
+    store = sweep_worker.TrialRunStore(Unreachable(), type("Trial", (), {"number": 3})(), None)
+    with pytest.raises(SweepError):
+        train(tiny_config(epochs=1), data=tiny_cifar(), store=store)
+    (run,) = store.runs()
+    assert run.status() == "failed" and "could not be reached" in run.meta()["reason"]
+    assert run.resume_problem().startswith("it failed (the run could not start")
+
+
+def test_a_trial_that_cannot_fit_in_memory_fails_with_the_reason_before_it_trains(tmp_path, data_dir):
+    storage = SweepStorage(tmp_path / "runs")
+    huge = {"blocks": 11, "width": 128, "k": 4, "batch_size": 8192}  # hundreds of GB at its peak
+    study = sweep_spec.create_sweep(tiny_spec(data_dir, base=huge, trials=1), storage)
+    assert sweep_worker.work("tiny", storage) == {"failed": 1}
+    (trial,) = study.get_trials()
+    assert trial.user_attrs["reason"].startswith("could not start: this run would need about")
+    assert not RunStore(storage.runs_dir).runs()  # no run folder was made for it

@@ -8,14 +8,15 @@ job with `job_manager().snapshot()`; the run that just ended is `snapshot().run_
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from cifar_app.data.dataset import Cifar10, download_cifar10, load_cifar10
-from cifar_app.data.formats import DataFormatError, data_status
+from cifar_app.data.formats import DataFormatError, Found, data_copies, data_status, resolve_root
 from cifar_app.engine.speed import SpeedCache
-from cifar_app.config import TrainConfig, default_data_dir, matching_preset
+from cifar_app.config import TrainConfig, matching_preset
 from cifar_app.device import describe_device, pick_device
 from cifar_app.engine.jobs import JobManager, JobSnapshot
 from cifar_app.store.runs import RunStore
@@ -79,9 +80,26 @@ def dataset() -> Cifar10 | None:
     return _dataset(str(root.resolve())) if found is not None else None
 
 
+def data_fingerprint() -> str | None:
+    """Which images the sidebar's copy holds (formats.data_fingerprint), to check a run's against; None while
+    there is no readable copy."""
+    try:
+        data = dataset()
+    except (OSError, DataFormatError):  # the pages that show the data say what is wrong with it
+        return None
+    return data.fingerprint if data is not None else None
+
+
 def data_dir() -> str:
-    """The data folder the sidebar shows (the same on every page)."""
-    return st.session_state.get(DATA_DIR_KEY) or default_data_dir()
+    """The copy of CIFAR-10 the sidebar chose (the same on every page): one of the copies under the data root the
+    operator configured, else the root itself (where Download puts one). A browser never names a path itself."""
+    chosen, root = st.session_state.get(DATA_DIR_KEY), resolve_root()
+    return chosen if chosen and chosen in data_copies(root) else str(root)
+
+
+def _copy_label(root: Path, opener: str, found: Found) -> str:
+    where = "the data root" if Path(opener) == root else str(Path(opener).relative_to(root))
+    return f"{where}: {found.describe().split(' at ')[0]}"
 
 
 def form_value(name: str, value: Any) -> Any:
@@ -101,10 +119,16 @@ def open_in_train_form(config: TrainConfig, fork: dict[str, Any] | None = None) 
     st.switch_page("app_pages/train.py")
 
 
+def plural(n: float, word: str) -> str:
+    """'1 epoch', '3 epochs', '0 epochs'."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def sci(value: float) -> str:
-    """1e-3, 4e-3, 1.5e-4, 0: learning rates and weight decays as people write them."""
-    if value == 0:
-        return "0"
+    """1e-3, 4e-3, 1.5e-4, 0; 0.2 and 1 as they are (not 2e-1, 1e0): learning rates and weight decays as people
+    write them."""
+    if value == 0 or 0.1 <= abs(value) < 1000:
+        return f"{value:g}"
     mantissa, exponent = f"{value:.2e}".split("e")
     return f"{float(mantissa):g}e{int(exponent)}"
 
@@ -122,7 +146,7 @@ def config_line(config: TrainConfig) -> str:
     """The run's recipe in one line: its preset (or custom) and the numbers that matter most."""
     name = matching_preset(config) or "custom"
     return (f"{name} · {config.blocks} blocks, width {config.width}, K={config.k} · {config.optimizer} lr "
-            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {config.epochs} epochs")
+            f"{sci(config.lr)}, {config.schedule} schedule · batch {config.batch_size} · {plural(config.epochs, 'epoch')}")
 
 
 def job_line(snap: JobSnapshot) -> str:
@@ -131,15 +155,32 @@ def job_line(snap: JobSnapshot) -> str:
         return "Idle: no run started since the app started."
     if snap.running:
         if snap.stop_requested:
-            return "Stopping after this batch…"
-        if snap.progress is None:
+            wait = stop_wait(snap)
+            return f"Stopping after this batch ({wait})…" if wait else "Stopping after this batch…"
+        now = snap.evaluating or snap.progress  # the latest: an epoch's batches may end between two batch reports
+        if now is None:
             return f"Running: {snap.message or 'starting'}…"
-        return f"Running: epoch {snap.progress.epoch} of {snap.progress.epochs}"
+        return f"Running: epoch {now.epoch} of {now.epochs}" + (", evaluating" if snap.evaluating else "")
     if snap.status == "failed":
         return f"Failed: {snap.reason.splitlines()[0] if snap.reason else 'unknown reason'}"
     best = snap.best
     accuracy = f", best test accuracy {best.test_acc:.2f}% (epoch {best.epoch})" if best else ""
     return f"{snap.status.capitalize()}{accuracy}"
+
+
+LONG_BATCH_S = 5.0  # a Stop that waits longer than this for its batch says so
+
+
+def stop_wait(snap: JobSnapshot) -> str:
+    """How long a Stop waits for the batch under way, where that is long (a batch of 8192 on a CPU: half a
+    minute): 'up to 29 s: ...'; '' where it is short or unknown."""
+    p, config = snap.progress, snap.config
+    if p is None or config is None or not p.images_per_s or snap.evaluating is not None:
+        return ""
+    seconds = config.batch_size / p.images_per_s
+    if seconds < LONG_BATCH_S:
+        return ""
+    return f"up to {duration(seconds)}: one batch of {config.batch_size:,} images takes that long here"
 
 
 def run_fraction(snap: JobSnapshot) -> float:
@@ -198,27 +239,34 @@ def _download(root) -> None:
 
 def sidebar() -> None:
     """The sidebar of every page: the device, whether the data is ready, and the training job."""
-    st.session_state.setdefault(DATA_DIR_KEY, default_data_dir())
+    st.session_state[DATA_DIR_KEY] = data_dir()  # a choice no longer there (or never offered) falls back to the root
     st.html(STILL_PROGRESS)
     with st.sidebar:
         st.markdown("**Device**")
         st.caption(device_description())
-
         st.markdown("**Data**")
-        st.text_input("Data folder", key=DATA_DIR_KEY,
-                      help="Where CIFAR-10 is, or where to download it: the original python batches or an "
-                           "image folder (train/<class>/, test/<class>/), here or one folder down.")
-        found, root = data_status(data_dir())
-        if found is not None:
-            st.caption(f":material/check_circle: CIFAR-10 ready: {found.describe()}")
-        else:
-            st.warning(f"No CIFAR-10 under `{root}`.")
-            if st.button("Download CIFAR-10 (163 MB)", key="download_data", icon=":material/download:"):
-                _download(root)
-            st.caption("Or type the path of a copy you have above, or extract one there, e.g. "
-                       f"`tar -xzf cifar10-jpeg.tar.gz -C {root}`.")
-
+        _sidebar_data()
         st.markdown("**Training job**")
         snap = job_manager().snapshot()
         polling = snap.running and not live_publisher().ok  # where nothing can be published, a timer
         st.fragment(_sidebar_job, run_every=SIDEBAR_POLL_S if polling else None)(snap.job_id)
+
+
+def _sidebar_data() -> None:
+    """The copy to use, chosen among those under the data root; where there is none, Download into the root."""
+    root = resolve_root()
+    copies = data_copies(root)
+    if copies:
+        st.selectbox("Data copy", list(copies), key=DATA_DIR_KEY, format_func=lambda v: _copy_label(root, v, copies[v]),
+                      help="The copies of CIFAR-10 under the data root the app was started with (CIFAR_DATA_DIR, "
+                           "or ./data): the original python batches, the binary release, or an image folder "
+                           "(train/<class>/, test/<class>/), at the root or one folder down.")
+    found, _ = data_status(data_dir())
+    if found is not None:
+        st.caption(f":material/check_circle: CIFAR-10 ready: {found.describe()}")
+    else:
+        st.warning(f"No CIFAR-10 under the data root `{root}`.")
+        if st.button("Download CIFAR-10 (163 MB)", key="download_data", icon=":material/download:"):
+            _download(root)
+        st.caption("Or extract a copy there, e.g. `tar -xzf cifar10-jpeg.tar.gz -C <data root>`; the data root is "
+                   "set where the app starts (CIFAR_DATA_DIR).")

@@ -26,8 +26,13 @@ from cifar_app.store.records import records_signature
 from ui.charts.dynamics import trajectory_chart
 from ui.png import tile_png
 from cifar_app.analysis.predict import predict_images
+from cifar_app.store.lineage import other_data
 from cifar_app.store.runs import Run
 
+# A caption is a button's label, which Streamlit cuts to one line ("#6559 · p=…"): let it wrap under its image.
+_LABEL = "[data-testid='stColumn'] [data-testid='stBaseButton-tertiary']"
+WRAP_CAPTIONS = (f"<style>{_LABEL} .stMarkdownEllipsis, {_LABEL} p {{white-space: normal !important; "
+                 "overflow: visible !important; text-overflow: clip !important;}</style>")
 PENDING = "image_view_pending"  # session key: (gallery key, ImageRef) of the image asked for
 
 
@@ -46,6 +51,7 @@ class ViewSource:
     model: LoadedModel | None
     records: Records | None = None
     model_label: str = ""
+    records_problem: str = ""  # why the run's record is not shown with this data (it trained on other images)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -74,6 +80,19 @@ def run_records(run: Run | None) -> Records | None:
     return None if run is None else _records(str(run.path), records_signature(run.path))
 
 
+def records_for(run: Run | None, data: Cifar10) -> tuple[Records | None, str]:
+    """A run's record, only when `data` is the data it trained on (as the Dynamics page checks): else None and why.
+    With another copy in the sidebar, image #i of the record is another image than #i on the screen."""
+    records = run_records(run)
+    if records is None or run is None:
+        return records, ""
+    source = other_data(run, data.fingerprint)
+    if source is None and records.data_mismatch(data.train_labels.numpy(), data.test_labels.numpy()) is None:
+        return records, ""
+    return None, (f"This run trained on other data ({source or 'other labels'}) than the sidebar's copy: its "
+                  "per-image record describes other images, so it is not shown here.")
+
+
 def gallery(refs: Sequence[ImageRef], captions: Sequence[str], source: ViewSource, key: str,
             tiles: Sequence[bytes] | None = None, columns: int = 8) -> None:
     """Images in a grid, each with its caption as a button that opens the image's view. `tiles`: the PNGs to
@@ -81,6 +100,7 @@ def gallery(refs: Sequence[ImageRef], captions: Sequence[str], source: ViewSourc
     if not refs:
         st.caption("No images here.")
         return
+    st.html(WRAP_CAPTIONS)
     for start in range(0, len(refs), columns):
         cells = st.columns(columns)
         for offset, cell in enumerate(cells):
@@ -134,7 +154,8 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
         picture_col.altair_chart(attention_chart(result.attention_frame(0)), width="stretch")
         picture_col.caption("Attention per block: how each block mixed its K kernels for this image.")
     if source.records is None:
-        model_col.caption("This run kept no per-image record, so there is no probability over epochs to show.")
+        model_col.caption(source.records_problem or
+                          "This run kept no per-image record, so there is no probability over epochs to show.")
         return
     path = trajectory(source.records, ref.split, ref.index)
     if path.empty:
@@ -144,6 +165,18 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
     model_col.markdown(f"**Its {label} probability at each epoch** "
                        f"({'training passes, augmented' if ref.split == 'train' else 'test passes'})")
     model_col.altair_chart(trajectory_chart(path), width="stretch")
-    predicted = path["predicted"].value_counts()
-    model_col.caption(f"Predicted most often: {predicted.index[0]} ({predicted.iloc[0]} of {len(path)} epochs); "
-                      f"right at {int(np.sum(path['correct']))} of them.")
+    model_col.caption(f"{most_predicted(path['predicted'].tolist())}; right at {int(np.sum(path['correct']))} of "
+                      f"{len(path)} epoch{'s' if len(path) != 1 else ''}.")
+
+
+def most_predicted(predicted: list[str]) -> str:
+    """'Predicted most often: frog (3 of 4 epochs)', or on a tie 'Predicted as often as each other: deer and frog
+    (2 of 4 epochs each; deer in the later ones)', as the Dynamics gallery breaks ties (the later epochs)."""
+    counts = {name: predicted.count(name) for name in dict.fromkeys(predicted)}
+    top = max(counts.values())
+    tied = [name for name, count in counts.items() if count == top]
+    of = f"{top} of {len(predicted)} epoch{'s' if len(predicted) != 1 else ''}"
+    if len(tied) == 1:
+        return f"Predicted most often: {tied[0]} ({of})"
+    later = max(tied, key=lambda name: sum(i for i, p in enumerate(predicted) if p == name))
+    return f"Predicted as often as each other: {' and '.join(tied)} ({of} each; {later} in the later ones)"

@@ -21,7 +21,7 @@ from typing import Any
 
 from cifar_app.engine.jobs import JobManager, JobSnapshot
 from ui.charts import training as charts
-from ui.common import duration, job_line, run_fraction
+from ui.common import duration, job_line, run_fraction, stop_wait
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ OLD_FILE_S = 24 * 3600.0  # a file left by a server that ended is removed after 
 def progress_state(snap: JobSnapshot) -> dict[str, Any]:
     """The progress bar's fraction and text, the batch it shows, and the line of pace and times (HTML)."""
     p, e = snap.progress, snap.evaluating
-    stopping = " (stopping within one batch)" if snap.stop_requested else ""
+    wait = stop_wait(snap)
+    stopping = (f" (stopping within one batch, {wait})" if wait else " (stopping within one batch)") \
+        if snap.stop_requested else ""
     if p is None and e is None:
         return {"fraction": 0.0, "text": f"{snap.message or 'Starting'}…{stopping}", "batch": None, "line": ""}
     if e is not None:  # the end of an epoch: the held-out images, batch by batch

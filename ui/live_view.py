@@ -95,7 +95,7 @@ def end_summary(snap: JobSnapshot) -> None:
         st.warning(f"The run was {snap.reason or 'stopped'}. What it learned is saved.", icon=":material/stop_circle:")
     else:
         first = snap.epochs[0].epoch if snap.epochs else 1
-        done = f"epochs {first}–{snap.epochs[-1].epoch}" if first > 1 else f"{len(snap.epochs)} epochs"
+        done = f"epochs {first}–{snap.epochs[-1].epoch}" if first > 1 else common.plural(len(snap.epochs), "epoch")
         st.success(f"The run finished {done}.", icon=":material/check_circle:")  # a fork starts after epoch 1
     best, final = snap.best, snap.final
     if not snap.epochs:
@@ -114,7 +114,7 @@ def end_summary(snap: JobSnapshot) -> None:
     columns[2].metric("Final training accuracy", f"{last.train_acc:.2f}%")
     columns[2].caption(f"training loss {last.train_loss:.4f}")
     columns[3].metric("Time", duration(snap.seconds or snap.elapsed_s))
-    columns[3].caption(f"{len(snap.epochs)} of {snap.total_epochs} epochs")
+    columns[3].caption(f"{len(snap.epochs)} of {common.plural(snap.total_epochs, 'epoch')}")
     if snap.run_id:
         st.page_link("app_pages/evaluate.py", label="Evaluate this run: confusion matrix and mistakes",
                      icon=":material/grid_on:", query_params={"run": snap.run_id})

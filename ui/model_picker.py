@@ -45,8 +45,8 @@ def get_data() -> Cifar10 | None:
     found, root = data_status(data_dir())
     if found is None:
         st.info(
-            f"No CIFAR-10 here yet (looked under `{root}`). Download it with the sidebar's button, or type the "
-            "folder of an existing copy into the sidebar."
+            f"No CIFAR-10 here yet (looked under `{root}`). Download it with the sidebar's button, or extract a "
+            "copy under the data root (CIFAR_DATA_DIR) and choose it in the sidebar."
         )
         with st.expander("Where it was looked for, and every way to get it"):
             st.code(str(DataNotFound(root)), language=None)
@@ -93,14 +93,24 @@ def _models(store: RunStore) -> list[Run]:
     return [r for r in store.runs() if r.has_checkpoint("best") or r.has_checkpoint("last")]
 
 
-def _describe(run: Run) -> str:
-    row = run_row(run)
+def _opening_run(runs: list[Run], rows: dict[str, dict]) -> int:
+    """Which run the picker opens on: the finished run with the best test accuracy, else the best stopped or
+    interrupted run that finished an epoch, else the newest (ties go to the newer run)."""
+    for statuses in (("finished",), ("stopped", "interrupted")):
+        scored = [(rows[r.id]["best_test_acc"], -i) for i, r in enumerate(runs)
+                  if rows[r.id]["status"] in statuses and rows[r.id]["best_test_acc"] is not None]
+        if scored:
+            return -max(scored)[1]
+    return 0
+
+
+def _describe(row: dict) -> str:
     best = f" · test {row['best_test_acc']:.2f}% at its best epoch" if row["best_test_acc"] is not None else ""
-    return f"{run.name} · {row['status']} · {row['epochs']} epochs{best}"
+    return f"{row['name']} · {row['status']} · {row['epochs']} epochs{best}"
 
 
 def pick_model(page: str) -> ModelChoice | None:
-    """The model picker: a saved run (the newest finished or stopped one first) or an uploaded checkpoint.
+    """The model picker: a saved run (the best finished one first) or an uploaded checkpoint.
 
     Returns None, after saying what to do, while there is no usable model.
     """
@@ -109,9 +119,9 @@ def pick_model(page: str) -> ModelChoice | None:
     by_id = {r.id: r for r in runs}
     options = [r.id for r in runs] + [UPLOAD]
     asked = st.query_params.get("run")  # the Train page's "Evaluate this run" link names its run
-    default = options.index(asked) if asked in by_id else next(
-        (i for i, r in enumerate(runs) if r.status() in ("finished", "stopped")), 0)
-    labels = {r.id: _describe(r) for r in runs}
+    rows = {r.id: run_row(r) for r in runs}
+    default = options.index(asked) if asked in by_id else _opening_run(runs, rows)
+    labels = {r.id: _describe(rows[r.id]) for r in runs}
     wanted = st.query_params.get("run")
     if wanted is not None:  # a link from the Train or Runs page names the run: pick it once
         if wanted in by_id:
@@ -139,12 +149,15 @@ def pick_model(page: str) -> ModelChoice | None:
         return ModelChoice(key, loaded, Path(file.name).stem)
 
     run = by_id[choice]
-    which = right.radio(
-        "Checkpoint", ["best", "last"], horizontal=True, key=f"{page}_which",
-        help="best: the epoch with the highest test (or validation) accuracy; last: where training ended.",
-    )
-    if not run.has_checkpoint(which):
-        which = "last" if which == "best" else "best"
+    saved = [which for which in ("best", "last") if run.has_checkpoint(which)]
+    if len(saved) == 2:
+        which = right.radio(
+            "Checkpoint", saved, horizontal=True, key=f"{page}_which",
+            help="best: the epoch with the highest test (or validation) accuracy; last: where training ended.",
+        )
+    else:  # the control shows what is loaded: no 'best' over a caption that says 'last'
+        which = saved[0]
+        right.caption(f"Checkpoint: **{which}**, the only one this run has saved.")
     path = run.checkpoint_path(which)
     try:
         key = f"run:{run.path.resolve()}:{which}:{path.stat().st_mtime_ns}"

@@ -182,7 +182,8 @@ def image_table(records: Records) -> pd.DataFrame:
     index (in CIFAR-10's training set), label, confidence (mean true-class probability over its epochs),
     variability (their standard deviation), correctness (share of its epochs it was right), epochs (how many it
     was trained on), forgotten (forgetting events), first_learned, learned_at (from when it stayed right),
-    most_predicted (the class predicted most often; ties: the later), looks_like (the other class given the
+    most_predicted (the class predicted most often; ties: the later), most_predicted_tied (another class was
+    predicted as often), looks_like (the other class given the
     most probability over the epochs), looks_like_p (that class's mean probability, 0 at epochs where another
     was the runner-up), mislabel_score (looks_like_p - confidence: above 0, one other class beat the label on
     average), region (easy to learn, ambiguous, hard to learn)."""
@@ -198,6 +199,8 @@ def image_table(records: Records) -> pd.DataFrame:
     later = 1 + 1e-3 * np.arange(len(records.epochs))[:, None]  # a tie between classes goes to the later epochs
     votes = _class_votes(records.predicted(), np.broadcast_to(later, p.shape), len(classes))
     most = votes.argmax(1)
+    counts = _class_votes(records.predicted(), np.ones(p.shape), len(classes))  # whole epochs, no tie-break
+    tied = (counts == counts.max(1, keepdims=True)).sum(1) > 1
     pulls = _class_votes(records.other, np.nan_to_num(records.p_other), len(classes))
     looks = pulls.argmax(1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -209,7 +212,8 @@ def image_table(records: Records) -> pd.DataFrame:
     table = pd.DataFrame({
         "index": records.train_index, "label": names[records.train_labels], "confidence": confidence,
         "variability": variability, "correctness": correctness, "epochs": count, "forgotten": forgets,
-        "first_learned": first, "learned_at": since, "most_predicted": names[most], "looks_like": names[looks],
+        "first_learned": first, "learned_at": since, "most_predicted": names[most],
+        "most_predicted_tied": tied, "looks_like": names[looks],
         "looks_like_p": looks_p, "mislabel_score": score, "region": region,
     })
     return table[count > 0]  # the frame's index is the image's row in the record's arrays

@@ -34,7 +34,6 @@ from cifar_app.model.network import DynamicConvNet
 
 # Pillow's decoder names. (A phone's MPO file, a JPEG with extra preview frames, opens through JPEG.)
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
-UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "gif")
 ACCEPTED_NAMES = "PNG, JPEG, WebP, BMP or GIF"
 # 40 megapixels holds any phone photo; past it a small compressed file can still expand to gigabytes.
 MAX_PIXELS = 40_000_000

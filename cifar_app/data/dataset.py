@@ -5,6 +5,7 @@ tensors next to the data (the next start takes about a second), or downloaded wi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tarfile
@@ -17,7 +18,8 @@ import torch
 
 from cifar_app.atomic import atomic_torch_save
 from cifar_app.data.formats import (
-    BATCHES_DIR, CLASSES, DataFormatError, DataNotFound, Found, fingerprint, locate, read_copy, resolve_root,
+    BATCHES_DIR, CLASSES, DataFormatError, DataNotFound, Found, data_fingerprint, fingerprint, locate, read_copy,
+    resolve_root,
 )
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,12 @@ class Cifar10:
     test_labels: torch.Tensor
     source: str
     classes: tuple[str, ...] = CLASSES
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Which images and labels these are (formats.data_fingerprint): once per loaded copy."""
+        return data_fingerprint(*(t.numpy() for t in (self.train_images, self.train_labels, self.test_images,
+                                                      self.test_labels)))
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         if name == "train":

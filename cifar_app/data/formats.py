@@ -169,13 +169,31 @@ def _is_folder(path: Path) -> bool:
     return (path / "train").is_dir() and (path / "test").is_dir()
 
 
+_KINDS = (("batches", _is_batches), ("binary", _is_binary), ("folder", _is_folder))  # lossless first
+
+
 def locate(root: Path) -> Found | None:
     """The first copy under `root`: the lossless releases first (python batches, then binary), then an image folder."""
-    for kind, matches in (("batches", _is_batches), ("binary", _is_binary), ("folder", _is_folder)):
+    for kind, matches in _KINDS:
         for path in candidate_paths(root):
             if matches(path):
                 return Found(kind, path)
     return None
+
+
+def data_copies(root: Path) -> dict[str, Found]:
+    """Every copy under the data root (the operator's choice: --data-dir, CIFAR_DATA_DIR), each by the folder that
+    opens it with `locate`: the root itself for the copy it finds first, else the copy's parent or its own folder.
+    These are what a browser may choose among; it never names a server path itself."""
+    copies: dict[str, Found] = {}
+    for path in dict.fromkeys(candidate_paths(root)):
+        for kind, matches in _KINDS:
+            if matches(path):
+                found = Found(kind, path)
+                opener = next((p for p in (root, path.parent, path) if locate(p) == found), None)
+                if opener is not None:  # else another copy in the same folder shadows it: not one to open
+                    copies.setdefault(str(opener), found)
+    return copies
 
 
 def _read_splits(
@@ -189,10 +207,40 @@ def _read_splits(
     return tuple(np.ascontiguousarray(a) for a in (train_x, train_y, test_x, test_y))
 
 
+# What a CIFAR-10 python batch holds, pickled by Python 2 (the release) or 3 (copies written again): dicts, lists,
+# bytes and str, numpy arrays, their dtypes and scalars. Nothing else is looked up, so a crafted file that would
+# call os.system (or anything else) when unpickled is refused before it is built.
+_BATCH_GLOBALS = {
+    ("_codecs", "encode"),  # bytes, as Python 3 pickles them at protocol 2
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")),
+    *((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")),
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global outside _BATCH_GLOBALS; the message is its name."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _BATCH_GLOBALS:
+            raise _Refused(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(file, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
+            entry = _BatchUnpickler(f, encoding="bytes").load()
+    except _Refused as error:
+        raise DataFormatError(
+            f"{file} was refused: it asks to build {error}, which a CIFAR-10 batch never holds (a crafted batch "
+            "file can run code when it is unpickled). Replace it with the original release."
+        ) from error
+    except Exception as error:  # a truncated or foreign pickle
+        raise DataFormatError(f"{file} is not a CIFAR-10 batch file ({error}).") from error
+    try:
         images = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
     except Exception as error:  # a truncated or foreign pickle
@@ -298,6 +346,22 @@ def fingerprint(found: Found) -> str:
             digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
         except FileNotFoundError:  # the reader says what is missing
             digest.update(f"{name}:missing\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+                     test_labels: np.ndarray, sample: int = 1000) -> str:
+    """Which images, in which order, with which labels: a run records this of its data, and a resume or a fork on
+    another copy is told apart by it. Both splits' sizes and every label, and the pixels of `sample` images of
+    each spread evenly (a lossy copy and a re-ordered one differ; the python batches and the binary release of
+    the same release agree). Milliseconds, for any format: it reads decoded arrays, not files."""
+    digest = hashlib.sha1(b"data-v1")
+    for images, labels in ((train_images, train_labels), (test_images, test_labels)):
+        images, labels = np.asarray(images), np.asarray(labels, dtype=np.int64)
+        step = max(1, len(images) // sample)
+        digest.update(f"{len(images)}:{tuple(images.shape[1:])}:".encode())
+        digest.update(np.ascontiguousarray(labels).tobytes())
+        digest.update(np.ascontiguousarray(images[::step]).tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -20,10 +20,11 @@ from cifar_app.config import (
     parse_duration, preset,
 )
 from cifar_app.data.formats import DataFormatError, DataNotFound
-from cifar_app.device import DeviceError
+from cifar_app.device import DeviceError, pick_device
 from cifar_app.engine.loop import CHECKPOINT_EVERY_S, train
+from cifar_app.engine.memory import check_memory, own_rss
 from cifar_app.events import BatchEvent, EndEvent, EpochEvent, EvalEvent, Event, StatusEvent
-from cifar_app.store.lineage import fork_warnings
+from cifar_app.store.lineage import DataMismatch, fork_warnings
 from cifar_app.store.live import LiveLog
 from cifar_app.store.runs import Run, RunStore
 
@@ -102,6 +103,16 @@ def runs_to_continue(args: dict[str, Any], options: dict[str, Any],
     return config, resume, fork
 
 
+def memory_check(config: TrainConfig) -> None:
+    """Refuse a run that cannot fit in the memory free here (this process's own Python and torch count as free:
+    the run reuses them); warn past half of it."""
+    check = check_memory(config.check(), pick_device(config.device), in_use=own_rss())
+    if check.problem():
+        raise Refused(f"not started: {check.problem()}")
+    if check.warning():
+        print(f"warning: {check.warning()}")
+
+
 def printer(show_progress: bool) -> Callable[[Event], None]:
     """The CLI's on_event: status lines, the coursework's epoch lines, and a progress line on a terminal."""
 
@@ -152,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     store, stop = RunStore(args["runs_dir"]), threading.Event()
     try:
         config, resume, fork = runs_to_continue(args, options, store)
+        memory_check(config)
         saving = None if args["no_save"] and not (resume or fork) else store
         with stop_on_signals(stop):
             result = train(config, on_event=printer(not args["quiet"] and sys.stdout.isatty()), store=saving,
                            stop=stop, resume=resume, fork=fork, checkpoint_every_s=args["checkpoint_every"],
                            run_id=args["run_id"])
-    except (ConfigError, DeviceError, DataNotFound, DataFormatError, KeyError, FileNotFoundError, Refused) as error:
+    except (ConfigError, DeviceError, DataNotFound, DataFormatError, DataMismatch, KeyError, FileNotFoundError,
+            Refused) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         print(f"error: {message}")
         if args["run_id"]:  # the app that reserved the folder is watching its live log: tell it why

@@ -32,6 +32,7 @@ from cifar_app.data.formats import DataNotFound, candidate_paths, data_status
 from cifar_app.device import pick_device
 from cifar_app.engine.launcher import start_training
 from cifar_app.events import BatchEvent, EndEvent, EpochEvent, EvalEvent, Event, History, ResumeEvent, StatusEvent
+from cifar_app.engine.memory import check_memory
 from cifar_app.store.lineage import RESUME_RUNTIME_FIELDS, branch_epoch, fork_problems
 from cifar_app.store.live import LAUNCH_FILE, LIVE_FILE, LOG_FILE, read_events
 from cifar_app.store.liveness import process_alive
@@ -202,7 +203,9 @@ class JobManager:
                 raise ConfigError(problems)
             origin = f"fork of {parent.name} at epoch {branch_epoch(parent, which)} ({which})"
         config.check()
-        pick_device(config.device)
+        too_big = check_memory(config, pick_device(config.device)).problem()  # before a process takes the server's
+        if too_big:
+            raise ConfigError([too_big])
         if not config.download:
             found, root = data_status(config.data_dir)
             if found is None:

@@ -42,7 +42,7 @@ from cifar_app.events import (
 )
 from cifar_app.model.network import summarize
 from cifar_app.model.step import TrainingStep, describe_impls
-from cifar_app.store.lineage import RESUME_RUNTIME_FIELDS, fork_problems
+from cifar_app.store.lineage import RESUME_RUNTIME_FIELDS, check_resume_data, fork_problems, other_data
 from cifar_app.store.live import LiveLog
 from cifar_app.store.runs import Run, RunStore
 
@@ -144,6 +144,7 @@ def train(
             return RunResult("finished", "this run had already finished",
                              records_from_rows(resume.metrics(), config.epochs), resume)
     setup = prepare(config, data, emit)
+    check_resume_data(resume, setup.data.fingerprint)  # DataMismatch before anything is written
     budget = plan_run(setup, started, emit, saved, fork)  # None without a time budget; fits setup.config to it
     step = TrainingStep(setup.config, setup.device, on_fallback=lambda message: emit(StatusEvent(message)))
     emit(StatusEvent(f"Training on {describe_device(setup.device)}: {summarize(step.model).describe()}"))
@@ -195,7 +196,7 @@ def run_record(setup: Setup, step: TrainingStep) -> dict[str, Any]:
     versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
     return {
         "seed": setup.config.seed, "device": describe_device(setup.device), "device_type": setup.device.type,
-        "versions": versions, "data_source": setup.data.source,
+        "versions": versions, "data_source": setup.data.source, "data_fingerprint": setup.data.fingerprint,
         "impl": describe_impls(step.model.block_impls(setup.device.type)),
         "precision": "bf16 autocast" if step.bf16 else "fp32", "channels_last": step.channels_last,
         "params": summary.params, "macs": summary.macs, "train_images": len(setup.loader.images),
@@ -228,7 +229,10 @@ def begin_run(setup: Setup, step: TrainingStep, store: RunStore | None, fork: tu
         branch = parent.load_checkpoint(which)
         step.model.load_weights(branch["model"], branch.get("temperature", 1.0))  # fork_problems checked the shape
         position.epoch = position.schedule_start = branch["epoch"]
-        record.update(parent=parent.id, parent_epoch=branch["epoch"], parent_checkpoint=which)
+        record.update(parent=parent.id, parent_epoch=branch["epoch"], parent_checkpoint=which,
+                      parent_data="other" if other_data(parent, setup.data.fingerprint) else "same")
+        if record["parent_data"] == "other":  # the Train page said so before Start; a terminal hears it here
+            log.warning("this fork trains on other data than its parent %s: its per-image record starts afresh", parent.name)
     run = store.create(setup.config, record, name=setup.config.name, run_id=run_id) if store is not None else None
     return run, position
 

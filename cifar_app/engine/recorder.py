@@ -166,7 +166,9 @@ def start_recording(run: Any, config: Any, loader: Any, train_index: torch.Tenso
     first = position.epoch + (2 if position.batch else 1)  # a partial epoch without its start is left out
     origin = ""
     parent = run.parent()
-    if parent is not None and first == parent[1] + 1:
+    if parent is not None and run.config_record().get("parent_data") == "other":
+        origin = f"a fork of run {parent[0]} on other data than its parent's: its record begins afresh here"
+    elif parent is not None and first == parent[1] + 1:
         origin = f"fork of run {parent[0]} at epoch {parent[1]} ({parent[2]} checkpoint)"
     elif position.epoch or position.batch:
         origin = "recording began when this run was resumed"

@@ -54,12 +54,44 @@ def fork_problems(parent: Run, which: str, config: TrainConfig) -> list[str]:
     return problems
 
 
-def fork_warnings(parent: Run, config: TrainConfig) -> list[str]:
-    """What a fork may do but should know: a changed split mixes images the parent trained on into validation."""
+class DataMismatch(ValueError):
+    """A run asked to go on with other data than it trained on; the message says so and what to do."""
+
+
+def other_data(run: Run, fingerprint: str | None) -> str | None:
+    """The data source `run` trained on when it is not the data with this fingerprint (formats.data_fingerprint);
+    None when it is the same, or when either is unknown (a run from before fingerprints)."""
+    record = run.config_record()
+    saved = record.get("data_fingerprint")
+    if not saved or not fingerprint or saved == fingerprint:
+        return None
+    return record.get("data_source") or "another copy"
+
+
+def check_resume_data(run: Run | None, fingerprint: str | None) -> None:
+    """Refuse to resume `run` (when there is one) on other data: its validation split (by position) would hold other images, and its
+    per-image record would go on with other images' labels."""
+    source = other_data(run, fingerprint) if run is not None else None
+    if source is not None:
+        raise DataMismatch(
+            f"{run.name} cannot be resumed on this data: it trained on other data ({source}). Resumed here, its "
+            "validation split would hold other images and its per-image record would go on with other labels. "
+            "Choose the copy it trained on (the sidebar's data copy, or --data-dir), or fork it to train on this one."
+        )
+
+
+def fork_warnings(parent: Run, config: TrainConfig, fingerprint: str | None = None) -> list[str]:
+    """What a fork may do but should know: a changed split mixes images the parent trained on into validation;
+    other data than the parent's (by `fingerprint`) makes its accuracies another measure."""
+    warnings = []
+    source = other_data(parent, fingerprint)
+    if source is not None:
+        warnings.append(f"this data is not the data the parent trained on ({source}): the fork's accuracies are not "
+                        "comparable with its parent's, and its per-image record starts afresh.")
     saved = parent.config()
     changed = [name for name in SPLIT_FIELDS if getattr(saved, name) != getattr(config, name)]
     if not changed or (saved.val_size == 0 and config.val_size == 0):
-        return []
+        return warnings
     verb = "differs" if len(changed) == 1 else "differ"
-    return [f"{', '.join(changed)} {verb} from the parent's: the validation split is drawn anew, so it holds "
-            "images the parent trained on, and the fork's validation accuracy flatters it."]
+    return [*warnings, f"{', '.join(changed)} {verb} from the parent's: the validation split is drawn anew, so it "
+            "holds images the parent trained on, and the fork's validation accuracy flatters it."]

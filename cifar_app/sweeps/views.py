@@ -36,6 +36,14 @@ def trial_seconds(trial: FrozenTrial) -> float | None:
     return max(0.0, time.time() - claimed) if claimed and trial.state == TrialState.RUNNING else None
 
 
+def state_name(trial: FrozenTrial) -> str:
+    """Its state in a word; a trial a person stopped (the sweep's Stop, its worker told to end) is 'stopped', not
+    'failed': it ended with no verdict and runs again."""
+    if trial.state == TrialState.FAIL and trial.user_attrs.get("stopped"):
+        return "stopped"
+    return STATE_NAMES.get(trial.state, trial.state.name.lower())
+
+
 def trial_reason(trial: FrozenTrial, spec: SweepSpec, again: dict[int, int]) -> str:
     reason = trial.user_attrs.get("reason", "")
     if interrupted(trial) and not reason:  # failed by Optuna's heartbeat, in whichever process looked first
@@ -57,7 +65,7 @@ def trial_rows(study: optuna.Study, spec: SweepSpec) -> list[dict[str, Any]]:
         planned = t.params.get("epochs", spec.base.epochs)
         done = t.user_attrs.get("epochs_done", len(t.intermediate_values))
         rows.append({
-            "trial": t.number, "state": STATE_NAMES.get(t.state, t.state.name.lower()), "val_acc": trial_value(t),
+            "trial": t.number, "state": state_name(t), "val_acc": trial_value(t),
             "epochs": f"{done}/{planned}", "epochs_done": done, "seconds": trial_seconds(t),
             "reason": trial_reason(t, spec, again), "run": t.user_attrs.get("run_id", ""),
             **{param_column(name): t.params.get(name) for name in spec.space.names},
@@ -76,7 +84,8 @@ class SweepState:
     best: FrozenTrial | None
 
     def line(self) -> str:
-        parts = [f"{self.counts[s]} {s}" for s in ("running", "complete", "pruned", "failed") if self.counts.get(s)]
+        parts = [f"{self.counts[s]} {s}" for s in ("running", "complete", "pruned", "stopped", "failed")
+                 if self.counts.get(s)]
         head = {"running": "Running", "stopping": "Stopping", "stopped": "Stopped", "finished": "Finished",
                 "waiting": "Waiting for workers"}[self.phase]
         return f"{head}: {self.done} of {self.budget} trials done" + (f" ({', '.join(parts)})" if parts else "")
@@ -86,7 +95,7 @@ def sweep_state(study: optuna.Study, spec: SweepSpec) -> SweepState:
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:
-        counts[STATE_NAMES[t.state]] = counts.get(STATE_NAMES[t.state], 0) + 1
+        counts[state_name(t)] = counts.get(state_name(t), 0) + 1
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
     done = len([t for t in counted(trials) if t.state.is_finished()])
@@ -121,7 +130,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
 
 def learning_curves(study: optuna.Study) -> list[dict[str, Any]]:
     """Long form: one row per (trial, epoch) of validation accuracy, with the trial's state."""
-    return [{"trial": t.number, "epoch": epoch, "val_acc": value, "state": STATE_NAMES.get(t.state, "")}
+    return [{"trial": t.number, "epoch": epoch, "val_acc": value, "state": state_name(t)}
             for t in study.get_trials(deepcopy=False) for epoch, value in sorted(t.intermediate_values.items())]
 
 

@@ -32,6 +32,7 @@ from cifar_app.data.formats import DataFormatError, DataNotFound
 from cifar_app.device import DeviceError, describe_device, pick_device
 from cifar_app.engine.launcher import start_process
 from cifar_app.engine.loop import RunResult, train
+from cifar_app.engine.memory import check_memory, own_rss
 from cifar_app.events import EpochEvent, Event
 from cifar_app.store.liveness import process_alive, process_start
 from cifar_app.store.runs import Run, RunStore
@@ -89,7 +90,13 @@ class TrialRunStore(RunStore):
     def create(self, config: TrainConfig, record: dict[str, Any], name: str = "", run_id: str = "") -> Run:
         record = {**record, "sweep": self.worker.spec.name, "trial": self.trial.number}
         self.run = super().create(config, record, name, run_id)
-        if not self.worker.set_attr(self.trial, "run_id", self.run.id):
+        try:
+            kept = self.worker.set_attr(self.trial, "run_id", self.run.id)
+        except BaseException as error:  # the run exists: failed with the reason, not "running" until it goes stale
+            self.run.update_meta(status="failed", ended=time.time(),
+                                 reason=f"the run could not start: {type(error).__name__}: {error}")
+            raise
+        if not kept:
             self.watcher.ended_elsewhere()
         return self.run
 
@@ -172,7 +179,11 @@ def run_trial(worker: Worker, trial: optuna.Trial, params: dict[str, Any], data:
     beating = Heartbeat(worker.study, trial, spec.heartbeat_s) if worker.storage.is_database else None
     with beating or contextlib.nullcontext():
         try:
-            result = train(spec.trial_config(params, trial.number), data=data, on_event=watcher, stop=watcher.stop,
+            config = spec.trial_config(params, trial.number)
+            too_big = check_memory(config.check(), pick_device(config.device), in_use=own_rss()).problem()
+            if too_big:  # this trial's batch and shape, before a process full of them takes the machine
+                raise ConfigError([too_big])
+            result = train(config, data=data, on_event=watcher, stop=watcher.stop,
                            store=TrialRunStore(worker, trial, watcher))
         except DeviceError as error:
             _interrupt(worker, trial, f"its worker's device failed: {error}")
@@ -215,7 +226,9 @@ def _conclude(worker: Worker, trial: optuna.Trial, watcher: TrialWatcher, result
         return _tell(worker, trial, TrialState.COMPLETE, value=last.val_acc)
     if result.status == "stopped" and watcher.stopped_by in ("sweep", "worker"):
         why = {"sweep": "the sweep was stopped", "worker": "its worker was told to end"}[watcher.stopped_by]
-        return _interrupt(worker, trial, f"{why} during epoch {len(result.history) + 1}; it is run again")
+        worker.set_attr(trial, "stopped", True)  # a person's stop: the Sweeps page says 'stopped', not 'failed'
+        state = _interrupt(worker, trial, f"{why} during epoch {len(result.history) + 1}; it is run again")
+        return "stopped" if state == "failed" else state
     return _tell(worker, trial, TrialState.FAIL, reason=result.reason or "it ended without a validation accuracy")
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from cifar_app.sweeps.space import Dimension, param_column
 
-STATES = ["complete", "pruned", "failed", "running", "waiting"]
-STATE_COLORS = ["#4c78a8", "#f58518", "#e45756", "#54a24b", "#bab0ac"]
+STATES = ["complete", "pruned", "stopped", "failed", "running", "waiting"]
+STATE_COLORS = ["#4c78a8", "#f58518", "#9d755d", "#e45756", "#54a24b", "#bab0ac"]
 OBJECTIVE_AXIS = "val acc (%)"
 
 
