@@ -234,8 +234,8 @@ def app_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
         epochs.press("End")
         starter.get_by_text("custom: changed from the presets").wait_for()
         if args.threads:  # the Run tab's "CPU threads of the training process"
-            starter.get_by_role("tab", name="Run").click()
-            threads = starter.locator(".st-key-cfg_threads input")
+            starter.get_by_role("tab", name="Run", exact=True).first.click()
+            threads = starter.locator(".st-key-cfg_threads input").first
             threads.fill(str(args.threads))
             threads.press("Enter")
         time.sleep(1)
@@ -365,15 +365,20 @@ def main() -> int:
         rows = [("command line, nothing open", cli_phase(args, Path(tmp) / "cli-runs"))]
         with sync_playwright() as playwright:
             rows += app_phase(args, Path(tmp) / "app-runs", playwright)
+        # the baseline again after the app's phases: a disturbance of either shows as a gap between the two, and the
+        # ratios are against their mean
+        rows.append(("command line, nothing open, again", cli_phase(args, Path(tmp) / "cli-runs-again")))
+        with sync_playwright() as playwright:
             if args.elsewhere:
                 rows += elsewhere_phase(args, Path(tmp) / "elsewhere-runs", playwright)
             if args.sweep:
                 rows += sweep_phase(args, Path(tmp) / "sweep-runs", playwright)
-    baseline = rows[0][1]["images_per_s"]
+    baseline = statistics.mean(r["images_per_s"] for name, r in rows if name.startswith("command line, nothing"))
     zero = next((r for name, r in rows if name == "app, 0 tabs"), None)
+    threads = "one thread per core" if not args.threads else f"{args.threads} thread{'s' * (args.threads > 1)}"
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores; window {args.window:.0f} s after "
-          f"{args.warmup:.0f} s; quick preset on {args.data_dir}; the app's run on "
-          f"{args.threads or 'one per core'} threads")
+          f"{args.warmup:.0f} s; quick preset on {args.data_dir}; the app's run on {threads}; the ratios against the "
+          f"mean of the two command-line rows ({baseline:.0f} images/s)")
     print("| what | training images/s | vs command line | server CPU | training CPU | chromium CPU | "
           "per tab: server, chromium (ms/s) | live lag |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,0 +1,93 @@
+"""Is the Train page's time estimate true with the page open? A `quick` run started from the Train page in
+Chromium, the page left open on it until it ends: the estimate the page showed before Start against the time
+from the click to the run's end.
+
+    python scripts/estimate_check.py --data-dir .data-cache      # about 5 minutes on a 2-core Xeon with AMX
+
+Prints the estimate, the measured speed it came from, the real time (click to end, and the run's own training
+and evaluation time), and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from watch_cost import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, newest_run
+
+
+def seconds_of(text: str) -> float:
+    """'45 s', '3.4 min', '1.2 h' (the page's short durations) in seconds."""
+    number, unit = re.fullmatch(r"([\d.]+) (s|min|h)", text).groups()
+    return float(number) * {"s": 1, "min": 60, "h": 3600}[unit]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--preset", default="quick")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="estimate-") as tmp, sync_playwright() as playwright:
+        runs, port = Path(tmp) / "runs", free_port()
+        env = {**os.environ, "CIFAR_DATA_DIR": args.data_dir, "CIFAR_RUNS_DIR": str(runs)}
+        log = open(Path(tmp) / "streamlit.log", "w")
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+                                   "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for _ in range(120):
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    time.sleep(0.5)
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.goto(f"{url}/train")
+            page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
+            page.locator(".st-key-preset").get_by_role("radio", name=args.preset).click()
+            caption = page.get_by_text(re.compile(r"^≈ .* for \d+ epochs? on ")).first
+            caption.wait_for(timeout=300_000)  # the speed probe runs first
+            text = caption.inner_text()
+            shown, speed = re.match(r"≈ (\S+ \S+) for .*\(([\d,]+) training images/s measured\)", text).groups()
+            estimate = seconds_of(shown)
+            clicked = time.time()
+            page.get_by_role("button", name="Start training").click()
+            meta = {}
+            while True:  # the page stays open on the live view all along
+                run = newest_run(runs)
+                if run is not None:
+                    try:
+                        meta = json.loads((run / "meta.json").read_text())
+                    except (OSError, ValueError):
+                        meta = {}
+                    if meta.get("status") not in (None, "running"):
+                        break
+                time.sleep(1)
+            real = time.time() - clicked
+            print(f"page said: {text}")
+            print(f"estimate {estimate:.0f} s (from {speed} images/s); real, click to end: {real:.0f} s "
+                  f"(run status {meta.get('status')}); real / estimate = {real / estimate:.2f}")
+            history = meta.get("history") or []
+            if history:
+                print("epochs: " + ", ".join(f"{h.get('epoch_s', 0):.0f} s" for h in history))
+        finally:
+            browser.close()
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
