@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from watch_cost import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, newest_run
+from watch_cost import CHROMIUM, CHROMIUM_ARGS, newest_run, start_app
 
 
 def seconds_of(text: str) -> float:
@@ -39,21 +35,10 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="estimate-") as tmp, sync_playwright() as playwright:
-        runs, port = Path(tmp) / "runs", free_port()
-        env = {**os.environ, "CIFAR_DATA_DIR": args.data_dir, "CIFAR_RUNS_DIR": str(runs)}
-        log = open(Path(tmp) / "streamlit.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
-                                   "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        runs = Path(tmp) / "runs"
+        server, url = start_app(runs, args.data_dir, "streamlit.log")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            for _ in range(120):
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.5)
             page = browser.new_page(viewport={"width": 1500, "height": 1400})
             page.goto(f"{url}/train")
             page.get_by_role("button", name="Start training").wait_for(timeout=120_000)

@@ -205,24 +205,31 @@ def live_lag(page, run: Path, seconds: float) -> float | None:
     return statistics.mean(ages) if ages else None
 
 
-def app_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
+def start_app(runs: Path, data_dir: str, log_name: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`streamlit run dashboard.py` on a free port over `runs` and `data_dir`; (the server, its URL) once healthy."""
     port = free_port()
-    env = {**os.environ, "CIFAR_DATA_DIR": args.data_dir, "CIFAR_RUNS_DIR": str(runs)}
-    log = open(runs.parent / "streamlit.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-                               "--server.port", str(port), "--browser.gatherUsageStats", "false",
-                               "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    env = {**os.environ, **(env or {}), "CIFAR_DATA_DIR": data_dir, "CIFAR_RUNS_DIR": str(runs)}
+    with open(runs.parent / log_name, "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless",
+                                   "true", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+                                   "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    return server, url
+
+
+def app_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
+    runs.parent.mkdir(parents=True, exist_ok=True)
+    server, url = start_app(runs, args.data_dir, "streamlit.log")
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     results, run = [], None
     try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
         starter = browser.new_page(viewport={"width": 1500, "height": 1400})
         starter.goto(f"{url}/train")
         starter.get_by_role("button", name="Start training").wait_for(timeout=120_000)
@@ -277,13 +284,7 @@ def elsewhere_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
     command = [sys.executable, "-m", "cifar_app.train", "--preset", "quick", "--epochs", "100", "--data-dir",
                args.data_dir, "--runs-dir", str(runs), "--name", "elsewhere", "--quiet"]
     trainer = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = free_port()
-    log = open(runs.parent / "streamlit-elsewhere.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-                               "--server.port", str(port), "--browser.gatherUsageStats", "false",
-                               "--server.fileWatcherType", "none"], cwd=ROOT,
-                              env={**os.environ, "CIFAR_DATA_DIR": args.data_dir, "CIFAR_RUNS_DIR": str(runs)},
-                              stdout=log, stderr=subprocess.STDOUT)
+    server, url = start_app(runs, args.data_dir, "streamlit-elsewhere.log")
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     results = []
     try:
@@ -293,7 +294,7 @@ def elsewhere_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
         pages = []
         for _ in range(5):
             page = browser.new_page(viewport={"width": 1500, "height": 1400})
-            page.goto(f"http://127.0.0.1:{port}/train")
+            page.goto(f"{url}/train")
             pages.append(page)
         pages[0].get_by_text("Also training elsewhere").wait_for(timeout=120_000)
         time.sleep(args.warmup)
@@ -317,12 +318,7 @@ def sweep_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
                     "none", "--set", "epochs=100"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     worker = subprocess.Popen([sys.executable, "-m", "cifar_app.sweep", "work", "watch", "--runs-dir", str(runs)],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = free_port()
-    log = open(runs.parent / "streamlit-sweep.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-                               "--server.port", str(port), "--browser.gatherUsageStats", "false",
-                               "--server.fileWatcherType", "none"], cwd=ROOT,
-                              env={**env, "CIFAR_DATA_DIR": args.data_dir}, stdout=log, stderr=subprocess.STDOUT)
+    server, url = start_app(runs, args.data_dir, "streamlit-sweep.log", env)
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     results = []
     try:
@@ -330,7 +326,7 @@ def sweep_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
         time.sleep(args.warmup)
         results.append(("sweep trial, 0 tabs", measure(run, args.window, server.pid)))
         page = browser.new_page(viewport={"width": 1500, "height": 1400})
-        page.goto(f"http://127.0.0.1:{port}/sweeps")
+        page.goto(f"{url}/sweeps")
         page.get_by_text("watch").first.wait_for(timeout=60_000)
         time.sleep(args.warmup)
         results.append(("sweep trial, 1 tab on /sweeps", measure(run, args.window, server.pid)))
