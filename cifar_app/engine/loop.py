@@ -326,12 +326,12 @@ class EpochLoop:
         device = self.setup.device
         loss_sum = torch.tensor(position.sums["loss_sum"], device=device)
         correct = torch.tensor(position.sums["correct"], device=device)
-        seen = int(position.sums["seen"])
+        seen = first_seen = int(position.sums["seen"])
         session_start = time.monotonic()
         self.epoch_start = session_start - position.sums.get("epoch_s", 0.0)  # earlier sessions' share counts
 
-        def sums() -> dict[str, float]:
-            trained = position.sums.get("train_s", 0.0) + time.monotonic() - session_start
+        def sums() -> dict[str, float]:  # a session that trained no batch (resumed at the epoch's end) adds no time
+            trained = position.sums.get("train_s", 0.0) + (time.monotonic() - session_start if seen > first_seen else 0)
             return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": float(seen),
                     "epoch_s": time.monotonic() - self.epoch_start, "train_s": trained}
 
