@@ -18,7 +18,7 @@ LAYERS = [
     {"config", "events", "device", "atomic", "shape"},  # the ground
     {"data"}, {"model"}, {"store"}, {"engine"}, {"analysis"}, {"sweeps"},
 ]
-ENTRY_MODULES = {"train", "bench", "dynamics", "sweep", "report"}  # `python -m cifar_app.<name>`, above every room
+ENTRY_MODULES = {"train", "bench", "dynamics", "sweep", "report", "labels"}  # `python -m cifar_app.<name>`, above every room
 
 
 def layer_of(module: str) -> int:
