@@ -51,6 +51,8 @@ COLUMNS = {
                                                 help="of the planned epochs; a run in another process reports "
                                                      "its batches every few seconds"),
     "epochs": st.column_config.TextColumn("epochs", help="done / planned", width="small"),
+    "labels": st.column_config.TextColumn("labels", help="the training labels: the dataset's own, or a label set's "
+                                          "NAME@VERSION (python -m cifar_app.labels list)", width="small"),
     "best_test_acc": st.column_config.NumberColumn("best test", format="%.2f%%", width="small",
                                                    help="test accuracy at the best epoch"),
     "best_epoch": st.column_config.NumberColumn("best epoch", format="%d", width="small"),

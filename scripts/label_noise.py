@@ -106,7 +106,8 @@ def main() -> int:
     parser.add_argument("--cifar10n", default="../shared/datasets/cifar10n/CIFAR-10_human.pt")
     parser.add_argument("--work", default="/tmp/label-noise", help="the script's data root and runs (not committed)")
     parser.add_argument("--preset", default="quick")
-    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--folds", type=int, default=4, help="cross-validation folds on aggre_label")
+    parser.add_argument("--random-folds", type=int, default=2, help="folds on random_label1 (0: leave it out)")
     args = parser.parse_args()
     work = Path(args.work)
     root = data_root(work, args.data_dir)
@@ -118,42 +119,61 @@ def main() -> int:
     base = preset(args.preset, data_dir=str(root))
     started = time.monotonic()
     aggre = ensure_run(store, base.replace(labels="c10n-aggre@0", name="aggre"), say)
-    lines = ["", (f"detection on aggre_label ({int((noisy['c10n-aggre'] != CLEAN).sum()):,} wrong labels), "
-             f"{args.folds} folds of {args.preset}:")]
-    lines += detection(store, aggre, noisy["c10n-aggre"] != CLEAN, args.folds, root)
+    wrong = noisy["c10n-aggre"] != CLEAN
+    lines = detection(store, aggre, wrong, args.folds, root)
+    show([f"detection on aggre_label ({int(wrong.sum()):,} wrong labels), {args.folds} folds of {args.preset}:", *lines])
+    show(retraining(store, base, root, aggre, noisy["c10n-aggre"], args.preset))
+    show(test_set(load_results(aggre.path, "test"), args.folds))
+    if args.random_folds:
+        random1 = ensure_run(store, base.replace(labels="c10n-random1@0", name="random1"), say)
+        wrong = noisy["c10n-random1"] != CLEAN
+        lines = detection(store, random1, wrong, args.random_folds, root)
+        show([f"detection on random_label1 ({int(wrong.sum()):,} wrong labels), {args.random_folds} folds:", *lines])
+    say(f"done in {time.monotonic() - started:,.0f} s")
+    print("\n".join(SHOWN))
+    return 0
+
+
+SHOWN: list[str] = []
+
+
+def show(lines: list[str]) -> None:
+    """Print a table as soon as it is known, and again with the others at the end."""
+    SHOWN.extend(["", *lines])
+    print("\n".join(["", *lines]), flush=True)
+
+
+def retraining(store: RunStore, base, root: Path, aggre: Run, noisy: np.ndarray, preset_name: str) -> list[str]:
+    """Clean, noisy and curated (every suggestion of the combined detector accepted without looking) runs."""
     clean = ensure_run(store, base.replace(name="clean"), say)
-    curated_set = LabelStore(root).get("c10n-aggre")
-    table = load_results(aggre.path)
-    accepted = flagged(table)
+    accepted = flagged(load_results(aggre.path))
     name = "c10n-aggre-curated"
     try:
         curated_set = LabelStore(root).get(name)
     except LabelSetError:
-        curated_set = LabelStore(root).create(name, noisy["c10n-aggre"], CLEAN, "c10n-aggre + the search's suggestions")
+        curated_set = LabelStore(root).create(name, noisy, CLEAN, "c10n-aggre + the search's suggestions")
         curated_set.edit([("train", int(i), CLASSES.index(s)) for i, s in zip(accepted["index"], accepted["suggested"])],
                          why="every suggestion of the combined detector, accepted without looking", action="accept")
     curated = ensure_run(store, base.replace(labels=f"{name}@1", name="curated"), say)
     fixed = curated_set.labels(1)
-    lines += ["", f"retraining ({args.preset}, seed {base.seed}), test accuracy on CIFAR-10's test labels:",
-              f"  clean labels            {test_accuracy(clean):6.2f}%",
-              f"  aggre_label (noisy)     {test_accuracy(aggre):6.2f}%",
-              (f"  aggre, curated          {test_accuracy(curated):6.2f}%   ({len(accepted):,} suggestions accepted; "
-              f"wrong labels {int((noisy['c10n-aggre'] != CLEAN).sum()):,} -> {int((fixed != CLEAN).sum()):,})")]
+    lines = [f"retraining ({preset_name}, seed {base.seed}), final test accuracy on CIFAR-10's test labels:",
+             f"  clean labels            {test_accuracy(clean):6.2f}%",
+             f"  aggre_label (noisy)     {test_accuracy(aggre):6.2f}%",
+             (f"  aggre, curated          {test_accuracy(curated):6.2f}%   ({len(accepted):,} suggestions accepted; "
+              f"wrong labels {int((noisy != CLEAN).sum()):,} -> {int((fixed != CLEAN).sum()):,})")]
     gap = test_accuracy(clean) - test_accuracy(aggre)
     if gap > 0:
-        lines.append(f"  recovered {(test_accuracy(curated) - test_accuracy(aggre)) / gap:.0%} of what the noise cost")
-    random1 = ensure_run(store, base.replace(labels="c10n-random1@0", name="random1"), say)
-    lines += ["", f"detection on random_label1 ({int((noisy['c10n-random1'] != CLEAN).sum()):,} wrong labels):"]
-    lines += detection(store, random1, noisy["c10n-random1"] != CLEAN, args.folds, root)
-    test = load_results(clean.path, "test") if (clean.path / "label-errors").is_dir() else load_results(aggre.path, "test")
-    lines += ["", "the test set (the aggre fold models' mean probabilities; no human relabelling to score against):"]
+        lines.append(f"  the curated run recovered {(test_accuracy(curated) - test_accuracy(aggre)) / gap:.0%} of what "
+                     "the noise cost")
+    return lines
+
+
+def test_set(test, folds: int) -> list[str]:
     counts = ", ".join(f"{d} {int(test[d + '_flag'].sum()):,}" for d in ("dynamics", "cleanlab", "combined"))
-    lines += [f"  flagged: {counts}",
-              "  top 10 (index label -> suggested): " + ", ".join(
-                  f"{r['index']} {r['label']}->{r['suggested']}" for _, r in flagged(test).head(10).iterrows())]
-    say(f"done in {time.monotonic() - started:,.0f} s")
-    print("\n".join(lines))
-    return 0
+    return [f"the test set ({folds} aggre fold models' mean probabilities; no human relabelling to score against):",
+            f"  flagged: {counts}",
+            "  top 10 (index label -> suggested): " + ", ".join(
+                f"{r['index']} {r['label']}->{r['suggested']}" for _, r in flagged(test).head(10).iterrows())]
 
 
 if __name__ == "__main__":

@@ -117,9 +117,14 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
     """The view of one image (a dialog): large, label, top-k, attention per block, probability over epochs."""
     images, labels = source.data.split(ref.split)
     image, label = images[ref.index], source.data.classes[int(labels[ref.index])]
+    row = source.records.row_of(ref.index) if source.records is not None and ref.split == "train" else None
+    own = label
+    if row is not None:  # the label the run trained on (a label set's, where it trained on one)
+        label = source.records.classes[int(source.records.train_labels[row])]
     picture_col, model_col = st.columns([2, 3], gap="large")
     picture_col.image(to_png_bytes(image, scale=8), width=256)
-    picture_col.markdown(f"**{ref.split} image #{ref.index}** · labelled **{label}**")
+    picture_col.markdown(f"**{ref.split} image #{ref.index}** · labelled **{label}**"
+                         + (f" (the dataset's own label: {own})" if own != label else ""))
     if source.model is None:
         model_col.caption("No model to ask: this run has no checkpoint yet.")
     else:

@@ -20,7 +20,7 @@ METRICS = ("test_acc", "val_acc", "train_acc", "train_loss")  # the per-epoch fi
 CURVE_COLUMNS = ["run", "run_id", "epoch", *METRICS]
 # Not hyperparameters (the name labels the column already; the data folder is a path on one machine).
 NOT_COMPARED = ("name", "data_dir")
-TABLE_COLUMNS = ["name", "status", "progress", "preset", "width", "optimizer", "lr", "batch_size", "schedule", "epochs",
+TABLE_COLUMNS = ["name", "status", "progress", "preset", "labels", "width", "optimizer", "lr", "batch_size", "schedule", "epochs",
                  "best_test_acc", "best_epoch", "best_by", "final_test_acc", "final_train_acc", "seconds", "device",
                  "started", "forked_from", "id"]
 

@@ -5,14 +5,17 @@ the training and the test images, saved with the run; and accepting the top sugg
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cifar_app.analysis.dynamics import NO_RECORDS, Records, image_table, load_records
 from cifar_app.analysis.label_errors import (
+    RESULTS_DIR,
     DETECTORS,
     RANKING,
     detect,
@@ -23,7 +26,10 @@ from cifar_app.analysis.label_errors import (
 )
 from cifar_app.data.formats import CLASSES
 from cifar_app.data.labels import LabelSetError, LabelStore, parse_spec
+from cifar_app.atomic import atomic_write_json
 from cifar_app.engine.folds import DEFAULT_FOLDS, labels_spec, run_folds
+from cifar_app.engine.launcher import start_process
+from cifar_app.store.liveness import process_alive, process_start
 from cifar_app.store.records import load_predictions
 from cifar_app.store.runs import Run, RunStore
 
@@ -124,3 +130,38 @@ def accept_top(run_id: str, top: int, runs_dir: str | None = None, data_dir: str
     why = f"top {top} suggestions of the search of {run.name}" + (f" ({summary['folds']} folds)" if summary else "")
     return accept_suggestions(LabelStore(data_dir), table, top, labels, own,
                               records.classes if records is not None else CLASSES, why)
+
+
+# -- a search in a process of its own (the Dynamics page's button) ---------------------------------------------
+
+SEARCH_FILE = "search.json"  # in the run's label-errors folder: the search process, while and after it runs
+SEARCH_LOG = "search.log"
+
+
+def start_search(run: Run, runs_dir: str | Path, data_dir: str, folds: int = DEFAULT_FOLDS) -> int:
+    """`python -m cifar_app.labels find RUN` in a process of its own (the app's launcher), its output in the run's
+    label-errors folder; returns its pid. The app's server only watches the files it writes."""
+    folder = run.path / RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    args = ["cifar_app.labels", "--runs-dir", str(Path(runs_dir).resolve()), "--data-dir", str(data_dir), "find",
+            run.id, "--folds", str(folds)]
+    (folder / SEARCH_LOG).unlink(missing_ok=True)
+    process = start_process(args, folder / SEARCH_LOG)
+    atomic_write_json(folder / SEARCH_FILE, {"pid": process.pid, "pid_start": process_start(process.pid),
+                                             "started": time.time(), "folds": folds})
+    return process.pid
+
+
+def search_state(run: Run) -> tuple[str, str]:
+    """('running' | 'ended' | '', the search log's last line): how the latest search of this run is going."""
+    folder = run.path / RESULTS_DIR
+    try:
+        launch = json.loads((folder / SEARCH_FILE).read_text())
+    except (OSError, ValueError):
+        return "", ""
+    try:
+        lines = [line for line in (folder / SEARCH_LOG).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    alive = process_alive(launch["pid"], launch.get("pid_start"))
+    return ("running" if alive else "ended"), (lines[-1] if lines else "starting")

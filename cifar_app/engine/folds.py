@@ -9,6 +9,7 @@ used again instead of trained twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cifar_app.store.runs import Run, RunStore
 
 log = logging.getLogger(__name__)
 DEFAULT_FOLDS = 4
+WAIT_S = 5.0  # how often a run trained by another process is looked at
 # What the fold runs change in the recipe they are given: their held-out fold's probabilities averaged with those of
 # the mirror images (steadier probabilities, a better ranking of label errors: docs/labels.md).
 FOLD_RECIPE = {"tta_flip": True, "val_size": 0, "records": True}
@@ -58,6 +60,13 @@ def ensure_run(store: RunStore, config: TrainConfig, say: Callable[[str], None] 
     if run is not None:
         say(f"{config.name or 'run'}: {run.id} (trained before)")
         return run
+    running = next((r for r in store.running() if _same_recipe(r.config(), config)), None)
+    if running is not None:  # started by another search, or by one that was interrupted: wait for it
+        say(f"{config.name or 'run'}: waiting for {running.id}, which trains it now")
+        while running.status() == "running":
+            time.sleep(WAIT_S)
+        if running.status() == "finished":
+            return running
     folder = store.reserve(config.name)
     say(f"{config.name or 'run'}: training {folder.name} (its output: {folder / LOG_FILE})")
     process, _ = start_training(config, store.root, folder.name)
