@@ -4,10 +4,12 @@ suggestions accepted into a new version of the set)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from cifar_app.analysis.label_errors import auroc, detect, detection_metrics, flagged, load_results, load_summary
-from cifar_app.analysis.label_search import accept_top, find_label_errors
+from cifar_app.analysis.label_search import accept_top, find_label_errors, search_state, start_search
 from cifar_app.data.formats import CLASSES
 from cifar_app.data.labels import LabelStore
 from cifar_app.engine.loop import train
@@ -69,3 +71,17 @@ def test_the_whole_loop_on_tiny_data(tmp_path, capsys):
     label_set = LabelStore(data_dir).get("noisy")
     assert int((label_set.labels() != noisy).sum()) == top
     assert labels_main(["--data-dir", str(data_dir), "undo", "noisy"]) == 0 and "undo version 1" in capsys.readouterr().out
+
+
+def test_a_search_started_for_the_page_runs_in_a_process_of_its_own(tmp_path):
+    data_dir, runs_dir = tmp_path / "data", tmp_path / "runs"
+    write_batches(data_dir)
+    run = train(tiny_config(epochs=2, data_dir=str(data_dir), name="base"), store=RunStore(runs_dir)).run
+    assert search_state(run) == ("", "")
+    start_search(run, runs_dir, str(data_dir), folds=2)
+    deadline = time.monotonic() + 120
+    while search_state(run)[0] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    state, line = search_state(run)
+    assert state == "ended" and "200 training images of base (the dataset own labels) searched" in line
+    assert len(load_results(run.path)) == 200
