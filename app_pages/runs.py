@@ -96,6 +96,12 @@ def runs_view(ids: tuple[str, ...], polling: bool) -> None:
     labels = compare.run_labels(readable)
     st.dataframe(compare.table_frame(rows, labels), hide_index=True, key="runs_table", column_config=COLUMNS,
                  column_order=list(COLUMNS), placeholder="")  # a figure not known yet is a blank, not "None"
+    side_by_side = compare.by_labels(readable)
+    if not side_by_side.empty:
+        st.markdown("**The same recipe on other labels** (e.g. clean, noisy and curated)")
+        st.dataframe(side_by_side, hide_index=True, key="runs_by_labels", column_config={
+            "final_test_acc": st.column_config.NumberColumn("final test", format="%.2f%%"),
+            "best_test_acc": st.column_config.NumberColumn("best test", format="%.2f%%")})
     for run_id, error in unreadable.items():
         st.warning(f"`{run_id}` cannot be read ({error}); it is left out.", icon=":material/warning:")
     if any(row["best_by"] == "test" and row["best_epoch"] is not None for row in rows):

@@ -89,6 +89,8 @@ def test_accept_the_top_n_undo_review_one_and_train_on_the_edited_labels(data_di
     assert not runs.exception, [e.value for e in runs.exception]
     table = runs.dataframe[0].value
     assert "cifar10@3" in set(table["labels"].astype(str))
+    side = next(d.value for d in runs.dataframe if "recipe" in d.value.columns)  # the same recipe on other labels
+    assert list(side["labels"]) == ["cifar10@3", "own"] and side["final_test_acc"].notna().all()
 
 
 def test_the_train_page_offers_the_label_sets_beside_the_data(data_dir, searched):  # noqa: F811
