@@ -15,7 +15,7 @@ from ui.charts.dynamics import MAP_SELECTION, class_accuracy_chart, data_map_cha
 from cifar_app.store.runs import Run
 from ui.common import POLL_S, job_manager, runs_store
 from ui.image_view import ImageRef, ViewSource, gallery, run_model, run_records, tiles_with_sparklines
-from ui.label_review import label_errors_tab
+from ui.label_review import edit_target, label_errors_tab
 from ui.model_picker import get_data
 from cifar_app.engine.folds import labels_spec
 
@@ -244,7 +244,7 @@ if records.origin:
         if records.origin.startswith("fork") else ""
     st.info(f"This record starts at epoch {records.first_epoch}: {records.origin}{parent}.")
 table = _table(str(run.path), signature, records)
-source = ViewSource(data, run_model(run), records, f"{run.name}: its best checkpoint")
+source = ViewSource(data, run_model(run), records, f"{run.name}: its best checkpoint", edit_target(run))
 st.caption(f"{run.name}: {records.describe()}" + (f", trained on the label set {labels}." if labels else "."))
 summary(table, records)
 chosen = st.multiselect("Classes", list(records.classes), key="dynamics_classes", placeholder="all classes",

@@ -102,3 +102,33 @@ def test_the_train_page_offers_the_label_sets_beside_the_data(data_dir, searched
     assert box.options == ["the dataset's own labels", "mine@0 (200 labels, 0 changed, 0 excluded)"]
     box.set_value("mine").run()
     assert not at.exception and at.session_state["cfg_labels"] == "mine"
+
+
+def _fix_view(data_dir: str, split: str, index: int) -> None:
+    """The image view's fix controls alone (a dialog's widgets rerun only the dialog in a browser, which AppTest
+    does not do: the dialog itself is driven in tests/test_browser_explore.py)."""
+    from cifar_app.data.labels import OWN
+    from conftest import tiny_cifar
+    from ui.image_view import ImageRef, ViewSource, fix_label
+
+    data = tiny_cifar()
+    label = int(data.split(split)[1][index])
+    fix_label(ImageRef(split, index), ViewSource(data, None, label_set=(data_dir, OWN)), label, (label + 1) % 10)
+
+
+def test_the_image_view_fixes_one_label_from_any_gallery(data_dir):  # noqa: F811
+    own = make_images(20, seed=1)[1]
+    at = AppTest.from_function(_fix_view, args=(str(data_dir), "train", 7), default_timeout=TIMEOUT).run()
+    assert at.selectbox(key="fix_class_train_7").value == dynamics.CLASSES[(own[7] + 1) % 10]  # the suggestion
+    at.button(key="fix_exclude_train_7").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    label_set = LabelStore(data_dir).get("cifar10")  # the dataset's own labels, made a set on the first fix
+    assert label_set.latest == 1 and label_set.labels()[7] == EXCLUDED and "Saved as cifar10@1" in texts(at)
+    # a test image's fix is a correction of the set's test labels (Evaluate's mistakes open the same view)
+    test_own = make_images(10, seed=2)[1]
+    at = AppTest.from_function(_fix_view, args=(str(data_dir), "test", 3), default_timeout=TIMEOUT).run()
+    at.selectbox(key="fix_class_test_3").set_value("truck")
+    at.button(key="fix_relabel_test_3").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert label_set.latest == 2 and label_set.test_labels(test_own)[3] == 9
+    assert np.array_equal(label_set.labels()[8:], own[8:])

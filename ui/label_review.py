@@ -6,13 +6,15 @@ version of a label set beside the data (cifar_app/data/labels.py); the dataset's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from cifar_app.analysis.label_errors import DETECTORS, flagged, load_results, load_summary
+from cifar_app.analysis.label_errors import DETECTORS, RESULTS_DIR, flagged, load_results, load_summary
 from cifar_app.analysis.label_search import search_state, start_search
 from cifar_app.config import ConfigError
-from cifar_app.data.labels import EXCLUDED, LabelSet, LabelSetError, LabelStore, parse_spec
+from cifar_app.data.labels import EXCLUDED, OWN, LabelSet, LabelSetError, LabelStore, parse_spec
 from cifar_app.engine.folds import DEFAULT_FOLDS, labels_spec
 from cifar_app.engine.jobs import JobBusy
 from cifar_app.store.runs import Run
@@ -20,6 +22,7 @@ from ui import common
 from ui.image_view import ImageRef, ViewSource, gallery
 
 PAGE = 12  # images reviewed one by one per page
+WATCH_S = 2.0  # how often a running search's progress is read
 DECISIONS = ("relabel", "exclude", "keep")
 DETECTOR_TEXT = {
     "combined": "cleanlab's flags where the training dynamics agree, ranked by both scores",
@@ -28,16 +31,37 @@ DETECTOR_TEXT = {
 }
 
 
-def edit_target(run: Run) -> tuple[LabelStore, str]:
-    """The label store beside the sidebar's data and the set this run's edits go to: the set it trained on, else
-    the set of the dataset's own labels (made on the first edit)."""
-    store = LabelStore(common.data_dir())
+def edit_target(run: Run) -> tuple[str, str]:
+    """(the sidebar's data folder, the label set this run's edits go to): the set it trained on, else the set of the
+    dataset's own labels (made on the first edit)."""
     spec = labels_spec(run)
-    return store, parse_spec(spec)[0] if spec else "cifar10"
+    return common.data_dir(), parse_spec(spec)[0] if spec else OWN
 
 
 def _target_set(store: LabelStore, name: str, own_labels) -> LabelSet:
-    return store.own_set(own_labels) if name == "cifar10" else store.get(name)
+    return store.own_set(own_labels) if name == OWN else store.get(name)
+
+
+def watch_search(run: Run) -> None:
+    """While the search runs: its latest line; the whole page redraws when it ends."""
+    state, line = search_state(run)
+    if state != "running":
+        st.rerun()
+    st.info(f"Searching for label errors: {line}", icon=":material/search:")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _results(path: str, stamp: int) -> pd.DataFrame | None:
+    return load_results(Path(path))
+
+
+def results(run: Run) -> pd.DataFrame | None:
+    """The saved search of a run, read again only when it changes."""
+    try:
+        stamp = (run.path / RESULTS_DIR / "train.csv").stat().st_mtime_ns
+    except OSError:
+        return None
+    return _results(str(run.path), stamp)
 
 
 def search_panel(run: Run) -> bool:
@@ -45,9 +69,7 @@ def search_panel(run: Run) -> bool:
     state, line = search_state(run)
     summary = load_summary(run.path)
     if state == "running":
-        st.info(f":material/autorenew: Searching for label errors: {line}", icon=":material/search:")
-        if st.button("Refresh", key="labels_refresh", icon=":material/refresh:"):
-            st.rerun()
+        st.fragment(watch_search, run_every=WATCH_S)(run)
         return summary is not None
     if summary is None:
         st.markdown("No search for label errors yet. It trains this run's recipe K times, each time holding a "
@@ -147,10 +169,13 @@ def label_errors_tab(run: Run, source: ViewSource) -> None:
         st.success(message, icon=":material/check:")
     if not search_panel(run):
         return
-    table = load_results(run.path)
+    table = results(run)
     summary = load_summary(run.path) or {}
+    if table is None:
+        return
     classes = list(source.data.classes)
-    store, name = edit_target(run)
+    data_dir, name = edit_target(run)
+    store = LabelStore(data_dir)
     try:
         label_set = _target_set(store, name, source.data.train_labels.numpy())
     except LabelSetError as error:
