@@ -78,12 +78,24 @@ def cmd_accept(args: argparse.Namespace) -> str:
     return accept_top(args.run, args.top, runs_dir=args.runs_dir, data_dir=args.data_dir, into=args.into)
 
 
+def _with(parent: argparse.ArgumentParser) -> type:
+    class Command(argparse.ArgumentParser):
+        def __init__(self, **kwargs):
+            super().__init__(parents=[parent], **kwargs)
+
+    return Command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cifar_app.labels", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None, help="the data root (default $CIFAR_DATA_DIR or ./data)")
-    parser.add_argument("--runs-dir", default=None, help="where runs are saved (default $CIFAR_RUNS_DIR or ./runs)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    where = argparse.ArgumentParser(add_help=False)  # before or after the command, as the user types it
+    where.add_argument("--data-dir", default=argparse.SUPPRESS, help="the data root (default $CIFAR_DATA_DIR or ./data)")
+    where.add_argument("--runs-dir", default=argparse.SUPPRESS,
+                       help="where runs are saved (default $CIFAR_RUNS_DIR or ./runs)")
+    parser.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--runs-dir", default=None, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_with(where))
     made = commands.add_parser("import", help="make a label set from a file")
     made.add_argument("file", help="a .csv of index,label, a .npy array, or a .pt dict of arrays (CIFAR-10N's)")
     made.add_argument("--key", default=None, help="the array of a .pt file to use, e.g. aggre_label")

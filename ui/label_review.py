@@ -99,6 +99,8 @@ def decide(label_set: LabelSet, changes: list[tuple[str, int, int]], why: str, a
 def one_by_one(rows: pd.DataFrame, label_set: LabelSet, source: ViewSource, classes: list[str]) -> None:
     """A page of flagged images, each with a decision and the class to relabel it to (the suggestion preselected)."""
     pages = max(1, -(-len(rows) // PAGE))
+    if st.session_state.get("labels_page", 1) > pages:
+        st.session_state["labels_page"] = pages
     number = st.number_input("Page", 1, pages, 1, key="labels_page") if pages > 1 else 1
     shown = rows.iloc[(number - 1) * PAGE: number * PAGE]
     gallery([ImageRef("train", int(i)) for i in shown["index"]],
@@ -124,6 +126,8 @@ def one_by_one(rows: pd.DataFrame, label_set: LabelSet, source: ViewSource, clas
 
 def in_bulk(rows: pd.DataFrame, label_set: LabelSet, source: ViewSource, classes: list[str]) -> None:
     """Accept the suggestion for the top N, after a preview of them."""
+    if st.session_state.get("labels_top", 0) > len(rows):  # fewer left since the last accept
+        st.session_state["labels_top"] = len(rows)
     top = int(st.number_input("Accept the suggestion for the top N", 1, max(1, len(rows)), min(100, len(rows)),
                               key="labels_top"))
     chosen = rows.head(top)

@@ -223,8 +223,10 @@ class LabelSet:
         labels, base = self.labels(version), self.base()
         changed = int(((labels != base) & (labels != EXCLUDED)).sum())
         excluded = int((labels == EXCLUDED).sum())
+        meta = self.meta()
         return (f"{self.name}@{version}: {len(labels):,} labels, {changed:,} changed and {excluded:,} excluded since "
-                f"version 0 ({self.meta().get('source', '')})")
+                f"version 0, which differs from the dataset's own labels on {100 * meta.get('differs_from_own', 0):.1f}% "
+                f"({meta.get('source', '')})")
 
 
 def _kind(edit: dict[str, Any]) -> str:
