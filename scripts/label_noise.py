@@ -31,6 +31,7 @@ from cifar_app.analysis.label_errors import (
     flagged,
     format_metrics,
     load_results,
+    suggestion_changes,
 )
 from cifar_app.analysis.label_search import find_label_errors, out_of_fold, train_table
 from cifar_app.config import preset
@@ -152,7 +153,7 @@ def retraining(store: RunStore, base, root: Path, aggre: Run, noisy: np.ndarray,
         curated_set = LabelStore(root).get(name)
     except LabelSetError:
         curated_set = LabelStore(root).create(name, noisy, CLEAN, "c10n-aggre + the search's suggestions")
-        curated_set.edit([("train", int(i), CLASSES.index(s)) for i, s in zip(accepted["index"], accepted["suggested"])],
+        curated_set.edit(suggestion_changes(accepted, CLASSES),
                          why="every suggestion of the combined detector, accepted without looking", action="accept")
     curated = ensure_run(store, base.replace(labels=f"{name}@1", name="curated"), say)
     fixed = curated_set.labels(1)

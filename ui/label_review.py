@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cifar_app.analysis.label_errors import DETECTORS, RESULTS_DIR, flagged, load_results, load_summary
+from cifar_app.analysis.label_errors import (
+    DETECTORS, RESULTS_DIR, flagged, load_results, load_summary, suggestion_changes,
+)
 from cifar_app.analysis.label_search import search_state, start_search
 from cifar_app.config import ConfigError
 from cifar_app.data.labels import EXCLUDED, OWN, LabelSet, LabelSetError, LabelStore, parse_spec
@@ -131,14 +133,14 @@ def in_bulk(rows: pd.DataFrame, label_set: LabelSet, source: ViewSource, classes
     top = int(st.number_input("Accept the suggestion for the top N", 1, max(1, len(rows)), min(100, len(rows)),
                               key="labels_top"))
     chosen = rows.head(top)
-    st.caption(f"Preview: the first {min(48, top)} of the {top:,} images, each as label → suggestion.")
+    st.caption(f"Preview: the first {min(48, top)} of the {top:,} images, each as label → suggestion (relabel where "
+               "the held-out models and the training dynamics name the same class, else exclude).")
     preview = chosen.head(48)
     gallery([ImageRef("train", int(i)) for i in preview["index"]],
-            [f"#{r['index']} {r['label']} → {r['suggested']}" for _, r in preview.iterrows()], source,
-            "labels_bulk_gallery", columns=8)
+            [f"#{r['index']} {r['label']} → {r['suggested'] if r['action'] == 'relabel' else 'exclude'}"
+             for _, r in preview.iterrows()], source, "labels_bulk_gallery", columns=8)
     if st.button(f"Accept these {top:,} suggestions", key="labels_accept", type="primary", icon=":material/done_all:"):
-        changes = [("train", int(i), classes.index(s)) for i, s in zip(chosen["index"], chosen["suggested"])]
-        decide(label_set, changes, f"the suggestion for the top {top:,} accepted", action="accept")
+        decide(label_set, suggestion_changes(chosen, classes), f"the suggestion for the top {top:,} accepted", action="accept")
         st.rerun()
 
 

@@ -8,7 +8,7 @@ Three detectors, each a score per image (higher: the label is more likely wrong)
   cleanlab   confident learning on out-of-sample probabilities from K-fold cross-validation (engine/folds.py):
              cleanlab.filter.find_label_issues flags, cleanlab.rank's label quality ranks (self-confidence or
              normalized margin, 1 minus the quality as the score);
-  combined   the mean of the two scores' percentiles (each ranks the images; their mean ranks them again), flagged
+  combined   both evidences at once, flagged where both detectors flag;
              where cleanlab flags and the training dynamics agree (dynamics score above 0: the label lost).
 The suggestion for a flagged image is the class the out-of-sample probabilities favour other than its label.
 Results are saved with the run they were found for (`label-errors/` in its folder).
@@ -26,6 +26,7 @@ import pandas as pd
 from cifar_app.analysis.dynamics import MISLABEL_MARGIN
 from cifar_app.atomic import atomic_write_json, atomic_write_text
 from cifar_app.data.formats import CLASSES
+from cifar_app.data.label_files import EXCLUDED
 
 RESULTS_DIR = "label-errors"
 DETECTORS = ("dynamics", "cleanlab", "combined")
@@ -58,22 +59,37 @@ def percentile(score: np.ndarray) -> np.ndarray:
 
 
 def detect(index: np.ndarray, labels: np.ndarray, probs: np.ndarray, dynamics_score: np.ndarray,
+           confidence: np.ndarray | None = None, looks_like: np.ndarray | None = None,
            classes: tuple[str, ...] = CLASSES, method: str = RANKING) -> pd.DataFrame:
     """One row per image (its `index` in the split), the likeliest label error first: index, label, suggested,
-    p_label (the out-of-sample probability of the label), p_suggested, and for each detector its score and flag."""
+    action (relabel to the suggestion, or exclude), p_label (the out-of-sample probability of the label),
+    p_suggested, and for each detector its score and flag. `confidence` is the label's mean probability over the
+    training epochs (the dynamics' own), `looks_like` the class the training dynamics favour other than the label."""
     cl_score, cl_flag = cleanlab_scores(labels, probs, method)
     dyn = np.nan_to_num(dynamics_score, nan=-1.0)
-    combined = (percentile(cl_score) + percentile(dyn)) / 2
-    suggested = suggestions(labels, probs)
     rows = np.arange(len(labels))
+    p_label = probs[rows, labels]
+    if confidence is None:
+        combined = (percentile(cl_score) + percentile(dyn)) / 2
+    else:  # the label's probability out of sample and in training, averaged: docs/labels.md compares the ways
+        combined = 1 - (p_label + np.nan_to_num(confidence, nan=1.0)) / 2
+    suggested = suggestions(labels, probs)
+    # relabel where the held-out model and the training dynamics name the same class; exclude where they do not
+    agree = suggested == looks_like if looks_like is not None else np.ones(len(labels), dtype=bool)
     names = np.array(classes)
     table = pd.DataFrame({
-        "index": index, "label": names[labels], "suggested": names[suggested], "p_label": probs[rows, labels],
-        "p_suggested": probs[rows, suggested], "dynamics_score": dyn, "dynamics_flag": dyn >= MISLABEL_MARGIN,
-        "cleanlab_score": cl_score, "cleanlab_flag": cl_flag, "combined_score": combined,
-        "combined_flag": cl_flag & (dyn > 0),
+        "index": index, "label": names[labels], "suggested": names[suggested],
+        "action": np.where(agree, "relabel", "exclude"), "p_label": p_label, "p_suggested": probs[rows, suggested],
+        "dynamics_score": dyn, "dynamics_flag": dyn >= MISLABEL_MARGIN, "cleanlab_score": cl_score,
+        "cleanlab_flag": cl_flag, "combined_score": combined, "combined_flag": cl_flag & (dyn >= MISLABEL_MARGIN),
     })
     return table.sort_values("combined_score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def suggestion_changes(rows: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> list[tuple[str, int, int]]:
+    """The label-set edits that accept `rows`' suggestions: (split, index, the suggested class or EXCLUDED)."""
+    return [("train", int(i), classes.index(s) if a == "relabel" else EXCLUDED)
+            for i, s, a in zip(rows["index"], rows["suggested"], rows["action"])]
 
 
 def auroc(score: np.ndarray, truth: np.ndarray) -> float:

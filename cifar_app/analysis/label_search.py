@@ -23,6 +23,7 @@ from cifar_app.analysis.label_errors import (
     load_results,
     load_summary,
     save_results,
+    suggestion_changes,
 )
 from cifar_app.data.formats import CLASSES
 from cifar_app.data.labels import LabelSetError, LabelStore, parse_spec
@@ -54,15 +55,17 @@ def train_table(records: Records, held: dict[int, np.ndarray], method: str = RAN
     rows = dyn.index.to_numpy()  # rows of the record's arrays
     index = records.train_index[rows]
     probs = np.stack([held[int(i)] for i in index])
-    return detect(index, records.train_labels[rows], probs, dyn["mislabel_score"].to_numpy(), records.classes, method)
+    looks = np.array([records.classes.index(c) for c in dyn["looks_like"]])
+    return detect(index, records.train_labels[rows], probs, dyn["mislabel_score"].to_numpy(),
+                  dyn["confidence"].to_numpy(), looks, records.classes, method)
 
 
 def test_table(records: Records, test_probs: np.ndarray, method: str = RANKING) -> pd.DataFrame:
     """The detectors on the test images: the fold models' mean probabilities (each model is out of sample on the
     test set), and as the dynamics score 0.5 minus the label's mean probability over the run's tested epochs."""
     p_true = records.test_p_true.mean(0) if len(records.test_epochs) else np.full(len(records.test_labels), 0.5)
-    return detect(np.arange(len(records.test_labels)), records.test_labels, test_probs, 0.5 - p_true,
-                  records.classes, method)
+    return detect(np.arange(len(records.test_labels)), records.test_labels, test_probs, 0.5 - p_true, p_true,
+                  classes=records.classes, method=method)
 
 
 def find_label_errors(run_id: str, runs_dir: str | None = None, data_dir: str | None = None,
@@ -106,9 +109,8 @@ def accept_suggestions(label_set_store: LabelStore, table: pd.DataFrame, top: in
         label_set = label_set_store.own_set(own)
     else:
         raise LabelSetError("the run trained on the dataset's own labels: load the data to make their set first.")
-    changes = [("train", int(i), classes.index(s)) for i, s in zip(chosen["index"], chosen["suggested"])]
-    entry = label_set.edit(changes, why=why, action="accept")
-    return f"{label_set.name}@{entry.version}: {len(changes):,} suggestions accepted. {label_set.describe()}"
+    entry = label_set.edit(suggestion_changes(chosen, classes), why=why, action="accept")
+    return f"{label_set.name}@{entry.version}: {len(chosen):,} suggestions accepted. {label_set.describe()}"
 
 
 def accept_top(run_id: str, top: int, runs_dir: str | None = None, data_dir: str | None = None,
