@@ -25,8 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cifar_app.analysis.dynamics import load_records
+from cifar_app.analysis.dynamics import MISLABEL_MARGIN, image_table, load_records
 from cifar_app.analysis.label_errors import (
+    auroc,
     detection_metrics,
     flagged,
     format_metrics,
@@ -74,6 +75,21 @@ def test_accuracy(run: Run) -> float:
     return float(run.meta().get("final_test_acc") or float("nan"))
 
 
+def partial_detection(store: RunStore, run: Run, wrong: np.ndarray, folds: int, root: Path) -> list[str]:
+    """The detectors on the images held out by the fold runs finished so far (--no-train)."""
+    config = run.config().replace(name=run.name, data_dir=str(root))
+    spec = run.config_record()["labels"]
+    runs = fold_runs(store, config, folds, f"{spec['name']}@{spec['version']}")
+    if not runs:
+        return ["  no fold run finished yet"]
+    held, _ = out_of_fold([runs[f] for f in sorted(runs)])
+    table = train_table(load_records(run.path), held)
+    share = len(table) / len(wrong)
+    lines = [(f"  on the {len(table):,} images held out by folds {', '.join(str(f + 1) for f in sorted(runs))} of {folds} "
+             f"({int(wrong[table['index']].sum()):,} wrong); P@k at k times {share:.2f}:")]
+    return lines + format_metrics(detection_metrics(table, np.flatnonzero(wrong), share))
+
+
 def detection(store: RunStore, run: Run, wrong: np.ndarray, folds: int, root: Path) -> list[str]:
     find_label_errors(run.id, str(store.root), str(root), folds, say)
     table = load_results(run.path)
@@ -109,6 +125,7 @@ def main() -> int:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--folds", type=int, default=4, help="cross-validation folds on aggre_label")
     parser.add_argument("--random-folds", type=int, default=2, help="folds on random_label1 (0: leave it out)")
+    parser.add_argument("--no-train", action="store_true", help="train nothing: measure with the runs finished so far")
     args = parser.parse_args()
     work = Path(args.work)
     root = data_root(work, args.data_dir)
@@ -119,6 +136,8 @@ def main() -> int:
     store = RunStore(work / "runs")
     base = preset(args.preset, data_dir=str(root))
     started = time.monotonic()
+    if args.no_train:
+        return report_finished(store, base, root, noisy, args)
     aggre = ensure_run(store, base.replace(labels="c10n-aggre@0", name="aggre"), say)
     wrong = noisy["c10n-aggre"] != CLEAN
     lines = detection(store, aggre, wrong, args.folds, root)
@@ -133,6 +152,35 @@ def main() -> int:
     say(f"done in {time.monotonic() - started:,.0f} s")
     print("\n".join(SHOWN))
     return 0
+
+
+def report_finished(store: RunStore, base, root: Path, noisy: dict[str, np.ndarray], args) -> int:
+    """--no-train: what the runs finished so far measure (the noisy run's dynamics, the folds done)."""
+    from cifar_app.engine.folds import finished_run
+
+    aggre = finished_run(store, base.replace(labels="c10n-aggre@0"))
+    if aggre is None:
+        print("the run on aggre_label has not finished yet")
+        return 1
+    wrong = noisy["c10n-aggre"] != CLEAN
+    show([f"detection on aggre_label ({int(wrong.sum()):,} wrong labels), finished folds of {args.folds}:",
+          *partial_detection(store, aggre, wrong, args.folds, root), *dynamics_everywhere(aggre, wrong)])
+    found = {name: finished_run(store, base.replace(labels=labels)) for name, labels in
+             (("clean labels", ""), ("aggre_label (noisy)", "c10n-aggre@0"), ("aggre, curated", "c10n-aggre-curated@1"))}
+    show([f"retraining ({args.preset}, seed {base.seed}), final test accuracy on CIFAR-10's test labels:",
+          *(f"  {name:<22}  " + (f"{test_accuracy(run):6.2f}%" if run else "not trained yet") for name, run in found.items())])
+    return 0
+
+
+def dynamics_everywhere(run: Run, wrong: np.ndarray) -> list[str]:
+    """The dynamics detector needs no fold: on every training image."""
+    table = image_table(load_records(run.path))
+    score, truth = table["mislabel_score"].to_numpy(), wrong[table["index"].to_numpy()]
+    order, flag = np.argsort(-score, kind="stable"), score >= MISLABEL_MARGIN
+    return [(f"  dynamics on all {len(table):,} images: P@100 {truth[order[:100]].mean():.1%}, P@500 "
+            f"{truth[order[:500]].mean():.1%}, P@1000 {truth[order[:1000]].mean():.1%}, flagged {int(flag.sum()):,} "
+            f"(precision {truth[flag].mean():.1%}, recall {truth[flag].sum() / truth.sum():.1%}), AUROC "
+            f"{auroc(score, truth):.3f}")]
 
 
 SHOWN: list[str] = []
