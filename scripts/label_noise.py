@@ -194,7 +194,6 @@ def show(lines: list[str]) -> None:
 
 def retraining(store: RunStore, base, root: Path, aggre: Run, noisy: np.ndarray, preset_name: str) -> list[str]:
     """Clean, noisy and curated (every suggestion of the combined detector accepted without looking) runs."""
-    clean = ensure_run(store, base.replace(name="clean"), say)
     accepted = flagged(load_results(aggre.path))
     name = "c10n-aggre-curated"
     try:
@@ -204,6 +203,7 @@ def retraining(store: RunStore, base, root: Path, aggre: Run, noisy: np.ndarray,
         curated_set.edit(suggestion_changes(accepted, CLASSES),
                          why="every suggestion of the combined detector, accepted without looking", action="accept")
     curated = ensure_run(store, base.replace(labels=f"{name}@1", name="curated"), say)
+    clean = ensure_run(store, base.replace(name="clean"), say)
     fixed = curated_set.labels(1)
     lines = [f"retraining ({preset_name}, seed {base.seed}), final test accuracy on CIFAR-10's test labels:",
              f"  clean labels            {test_accuracy(clean):6.2f}%",
