@@ -104,7 +104,7 @@ def test_the_train_page_offers_the_label_sets_beside_the_data(data_dir, searched
     assert not at.exception and at.session_state["cfg_labels"] == "mine"
 
 
-def _fix_view(data_dir: str, split: str, index: int) -> None:
+def _fix_view(root: str, split: str, index: int) -> None:
     """The image view's fix controls alone (a dialog's widgets rerun only the dialog in a browser, which AppTest
     does not do: the dialog itself is driven in tests/test_browser_explore.py)."""
     from cifar_app.data.labels import OWN
@@ -113,7 +113,7 @@ def _fix_view(data_dir: str, split: str, index: int) -> None:
 
     data = tiny_cifar()
     label = int(data.split(split)[1][index])
-    fix_label(ImageRef(split, index), ViewSource(data, None, label_set=(data_dir, OWN)), label, (label + 1) % 10)
+    fix_label(ImageRef(split, index), ViewSource(data, None, label_set=(root, OWN)), label, (label + 1) % 10)
 
 
 def test_the_image_view_fixes_one_label_from_any_gallery(data_dir):  # noqa: F811
