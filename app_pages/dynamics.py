@@ -15,7 +15,9 @@ from ui.charts.dynamics import MAP_SELECTION, class_accuracy_chart, data_map_cha
 from cifar_app.store.runs import Run
 from ui.common import POLL_S, job_manager, runs_store
 from ui.image_view import ImageRef, ViewSource, gallery, run_model, run_records, tiles_with_sparklines
+from ui.label_review import edit_target, label_errors_tab
 from ui.model_picker import get_data
+from cifar_app.engine.folds import labels_spec
 
 LIMITS = [24, 48, 96]
 SHOWN_COLUMNS = ["index", "label", "most_predicted", "looks_like", "confidence", "variability", "correctness",
@@ -232,7 +234,8 @@ if not len(records.epochs):
     st.info("No epoch of this run has ended yet: the record of epoch "
             f"{records.first_epoch} appears when it ends, and this page shows it then.")
     st.stop()
-problem = records.data_mismatch(data.train_labels.numpy(), data.test_labels.numpy())
+labels = labels_spec(run)
+problem = records.data_mismatch(data.train_labels.numpy(), data.test_labels.numpy(), label_set=bool(labels))
 if problem and "cannot" in problem:
     st.error(problem)
     st.stop()
@@ -243,16 +246,18 @@ if records.origin:
         if records.origin.startswith("fork") else ""
     st.info(f"This record starts at epoch {records.first_epoch}: {records.origin}{parent}.")
 table = _table(str(run.path), signature, records)
-source = ViewSource(data, run_model(run), records, f"{run.name}: its best checkpoint")
-st.caption(f"{run.name}: {records.describe()}.")
+source = ViewSource(data, run_model(run), records, f"{run.name}: its best checkpoint", label_set=edit_target(run))
+st.caption(f"{run.name}: {records.describe()}" + (f", trained on the label set {labels}." if labels else "."))
 summary(table, records)
 chosen = st.multiselect("Classes", list(records.classes), key="dynamics_classes", placeholder="all classes",
                         help="Show only training images with these labels (the data map, the gallery and the lists).")
 shown = table[table["label"].isin(chosen)] if chosen else table
-map_tab, lists, test = st.tabs(["Data map", "Lists", "Test set over epochs"])
+map_tab, lists, errors, test = st.tabs(["Data map", "Lists", "Label errors", "Test set over epochs"])
 with map_tab:
     data_map_tab(shown, source)
 with lists:
     lists_tab(shown, source, run)
+with errors:
+    label_errors_tab(run, source)
 with test:
     test_tab(records, source)

@@ -11,6 +11,7 @@ from cifar_app.analysis import metrics
 from ui.charts.explore import CONFUSION_SELECTION, confusion_chart, per_class_chart
 from ui.common import runs_store
 from ui.image_view import ImageRef, ViewSource, gallery, records_for
+from ui.label_review import edit_target
 from ui.model_picker import get_data, pick_model, predictions_csv, test_predictions
 
 ANY = "any"
@@ -44,7 +45,8 @@ preds = test_predictions(choice, data)
 classes = list(preds.classes)
 run = runs_store().get(choice.run_id) if choice.run_id else None
 records, records_problem = records_for(run, data)
-source = ViewSource(data, choice.loaded, records, choice.loaded.source, records_problem)
+source = ViewSource(data, choice.loaded, records, choice.loaded.source, records_problem=records_problem,
+                    label_set=edit_target(run) if run is not None else None)
 pairs = metrics.most_confused(preds, n=1)
 st.caption(f"{choice.loaded.source} on the {len(preds):,} test images ({data.source}).")
 

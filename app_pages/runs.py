@@ -51,6 +51,8 @@ COLUMNS = {
                                                 help="of the planned epochs; a run in another process reports "
                                                      "its batches every few seconds"),
     "epochs": st.column_config.TextColumn("epochs", help="done / planned", width="small"),
+    "labels": st.column_config.TextColumn("labels", help="the training labels: the dataset's own, or a label set's "
+                                          "NAME@VERSION (python -m cifar_app.labels list)", width="small"),
     "best_test_acc": st.column_config.NumberColumn("best test", format="%.2f%%", width="small",
                                                    help="test accuracy at the best epoch"),
     "best_epoch": st.column_config.NumberColumn("best epoch", format="%d", width="small"),
@@ -94,6 +96,12 @@ def runs_view(ids: tuple[str, ...], polling: bool) -> None:
     labels = compare.run_labels(readable)
     st.dataframe(compare.table_frame(rows, labels), hide_index=True, key="runs_table", column_config=COLUMNS,
                  column_order=list(COLUMNS), placeholder="")  # a figure not known yet is a blank, not "None"
+    side_by_side = compare.by_labels(readable)
+    if not side_by_side.empty:
+        st.markdown("**The same recipe on other labels** (e.g. clean, noisy and curated)")
+        st.dataframe(side_by_side, hide_index=True, key="runs_by_labels", column_config={
+            "final_test_acc": st.column_config.NumberColumn("final test", format="%.2f%%"),
+            "best_test_acc": st.column_config.NumberColumn("best test", format="%.2f%%")})
     for run_id, error in unreadable.items():
         st.warning(f"`{run_id}` cannot be read ({error}); it is left out.", icon=":material/warning:")
     if any(row["best_by"] == "test" and row["best_epoch"] is not None for row in rows):

@@ -18,12 +18,13 @@ from cifar_app.engine.schedule import CIFAR10_TEST_IMAGES, train_images
 from cifar_app.engine.memory import check_memory
 from cifar_app.engine.speed import estimate_seconds
 from cifar_app.config import (
-    DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, SCHEDULES, ConfigError, TrainConfig,
+    DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, LABEL_FIELDS, SCHEDULES, ConfigError, TrainConfig,
     matching_preset, preset,
 )
 from cifar_app.data.formats import DataFormatError, DataNotFound, data_status
 from cifar_app.device import DeviceError, available_devices, pick_device
 from cifar_app.engine.jobs import JobBusy
+from cifar_app.data.labels import LabelSetError, LabelStore, label_set_line
 from cifar_app.store.lineage import ARCHITECTURE_FIELDS, fork_problems, fork_warnings
 from cifar_app.shape import summarize_shape
 from ui import common
@@ -86,7 +87,7 @@ def apply_preset() -> None:
     """The preset control's callback: fill in every hyperparameter of the preset (not where/how it runs, and
     not the network's shape while setting up a fork, which loads its parent's weights)."""
     name = st.session_state.get("preset")
-    keep = RUNTIME_FIELDS + (ARCHITECTURE_FIELDS if st.session_state.get(common.FORK_KEY) else ())
+    keep = RUNTIME_FIELDS + LABEL_FIELDS + (ARCHITECTURE_FIELDS if st.session_state.get(common.FORK_KEY) else ())
     if name in PRESETS:
         chosen = preset(name)
         for field_name in FORM_FIELDS:
@@ -119,6 +120,25 @@ def widget(name: str, kind: str, **kwargs: Any) -> None:
         st.text_input(label, **kwargs, **common_args)
 
 
+def label_set_widget() -> None:
+    """The training labels: the dataset's own, or a label set beside the data (its latest version, or the version
+    the form was filled with)."""
+    store, current = LabelStore(common.data_dir()), st.session_state[PREFIX + "labels"]
+    options = ["", *store.names()]
+    if current not in options:
+        options.append(current)
+
+    def text(value: str) -> str:
+        if not value:
+            return "the dataset's own labels"
+        try:
+            return label_set_line(store, value)
+        except LabelSetError:
+            return f"{value} (not beside this data)"
+
+    widget("labels", "select", options=options, format_func=text)
+
+
 def hyperparameter_widgets(forking: bool = False) -> None:
     """Every hyperparameter; a fork keeps its parent's network, so the shape widgets are locked then."""
     shape = {"disabled": True, "help": "a fork loads its parent's weights: the network's shape stays"} if forking else {}
@@ -126,6 +146,12 @@ def hyperparameter_widgets(forking: bool = False) -> None:
     with data_tab:
         widget("train_subset", "number", min_value=0, max_value=50_000, step=1000)
         widget("val_size", "number", min_value=0, max_value=25_000, step=1000)
+        label_set_widget()
+        folds_col, fold_col = st.columns(2)
+        with folds_col:
+            widget("folds", "number", min_value=0, max_value=20, step=1)
+        with fold_col:
+            widget("fold", "number", min_value=0, max_value=19, step=1, disabled=not st.session_state[PREFIX + "folds"])
         widget("augment", "check")
         widget("cutout", "slider", min_value=0, max_value=32, step=1)
         widget("download", "check")

@@ -23,6 +23,7 @@ IMPLS = ("auto", "loop", "batched", "persample")
 MAX_PARAMS = 200_000_000  # 0.8 GB of fp32 weights, 3x that with Adam's state: beyond it a slider typo, not a plan
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_BUDGET_S = 30 * 86_400  # a month: beyond it a typo, not a plan
+LABELS_NAME = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,59}(?:@\d{1,6})?)?$")  # blank, NAME or NAME@VERSION
 
 
 def default_data_dir() -> str:
@@ -71,6 +72,17 @@ class TrainConfig:
     val_size: int = knob(0, "Validation split (images)", "images held out of training for validation (0 = none)")
     augment: bool = knob(False, "Augment: random crop and flip", "random crop (padding 4) and horizontal flip")
     cutout: int = knob(0, "Cutout (pixels)", "side of a random square masked per training image (0 = off)")
+    labels: str = knob(
+        "", "Training labels",
+        "a label set kept beside the data to train on instead of the dataset's own labels (NAME, or NAME@VERSION for "
+        "an earlier version; blank = the dataset's own; python -m cifar_app.labels list)",
+    )
+    folds: int = knob(
+        0, "Cross-validation folds",
+        "split the training images into K folds and hold one out (0 = off): the held-out fold is the validation "
+        "split, so its predictions are out of sample (K-fold label-error search)",
+    )
+    fold: int = knob(0, "Held-out fold", "which of the K folds is held out (0 to K-1)")
     # model
     blocks: int = knob(11, "Blocks", "number of dynamic-convolution blocks")
     k: int = knob(4, "K: convolutions mixed per block", "convolutions mixed per block (K)")
@@ -162,6 +174,13 @@ class TrainConfig:
         need(self.time_budget >= 0, f"the time budget cannot be negative (got {self.time_budget:g} s).")
         need(self.time_budget <= MAX_BUDGET_S, f"a time budget of {self.time_budget:g} s is more than this app plans "
              f"(at most {MAX_BUDGET_S // 86_400} days).")
+        need(self.folds == 0 or 2 <= self.folds <= 20, f"cross-validation folds are 0 (off) or 2 to 20 (got {self.folds}).")
+        need(self.folds == 0 or 0 <= self.fold < self.folds,
+             f"the held-out fold is 0 to {self.folds - 1} of {self.folds} folds (got {self.fold}).")
+        need(not (self.folds and self.val_size), "with cross-validation folds the held-out fold is the validation "
+             f"split: set the validation split to 0 (got {self.val_size}).")
+        need(LABELS_NAME.match(self.labels) is not None, f"label set {self.labels!r}: write NAME or NAME@VERSION, "
+             "a name of letters, digits, '-', '_' or '.' (blank = the dataset's own labels).")
         need(self.eval_every >= 1, f"evaluate every must be at least 1 epoch (got {self.eval_every}).")
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r}).")
         need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r}).")
@@ -220,6 +239,10 @@ class ConfigError(ValueError):
 # Fields that describe where and how a run executes rather than what it learns: a preset leaves them alone.
 RUNTIME_FIELDS = ("data_dir", "download", "device", "impl", "precision", "compile", "cuda_graphs", "threads", "records",
                   "name")
+
+# Which labels and which images a run learns from, not how: a preset leaves them alone, and a run that differs from a
+# preset only in them still matches it.
+LABEL_FIELDS = ("labels", "folds", "fold")
 
 # The same architecture, narrow, for a CPU: 77-79% test accuracy in 3 epochs, which take 3.2 minutes on a 2-core Xeon
 # with AMX/bf16 and about 12 on a 2-core AMD EPYC without bf16 units (README; width 16 for 3 epochs beat width 8
@@ -280,7 +303,7 @@ def matching_preset(config: TrainConfig) -> str | None:
     """The preset this config equals (runtime fields aside), or None for a custom config."""
     for name in PRESETS:
         reference = preset(name)
-        if all(f in RUNTIME_FIELDS for f in config.differences(reference)):
+        if all(f in RUNTIME_FIELDS or f in LABEL_FIELDS for f in config.differences(reference)):
             return name
     return None
 

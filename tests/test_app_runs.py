@@ -119,7 +119,7 @@ def test_the_table_shows_a_few_columns_and_blanks_for_figures_not_known_yet(env)
     config = json.loads(table.proto.columns)
     shown = [c for c in table.proto.column_order if not config[c].get("hidden")]
     assert [config[c]["label"] for c in shown] == [
-        "name", "status", "progress", "epochs", "best test", "best epoch", "final test", "time"]
+        "name", "status", "progress", "epochs", "labels", "best test", "best epoch", "final test", "time"]
     assert set(table.value.columns) - set(shown) >= {"lr", "optimizer", "schedule", "started", "id"}  # in the menu
     assert table.value["best_test_acc"].isna().all()
     assert table.proto.HasField("placeholder") and table.proto.placeholder == ""  # shown blank, not "None"

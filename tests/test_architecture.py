@@ -18,7 +18,7 @@ LAYERS = [
     {"config", "events", "device", "atomic", "shape"},  # the ground
     {"data"}, {"model"}, {"store"}, {"engine"}, {"analysis"}, {"sweeps"},
 ]
-ENTRY_MODULES = {"train", "bench", "dynamics", "sweep", "report"}  # `python -m cifar_app.<name>`, above every room
+ENTRY_MODULES = {"train", "bench", "dynamics", "sweep", "report", "labels"}  # `python -m cifar_app.<name>`, above every room
 
 
 def layer_of(module: str) -> int:
@@ -69,7 +69,7 @@ TORCH_FREE = [
     "cifar_app.config", "cifar_app.events", "cifar_app.shape", "cifar_app.data.formats", "cifar_app.store.runs",
     "cifar_app.store.liveness", "cifar_app.store.lineage", "cifar_app.store.records", "cifar_app.store.report",
     "cifar_app.engine.schedule", "cifar_app.analysis.dynamics", "cifar_app.analysis.metrics",
-    "cifar_app.analysis.compare", "cifar_app.sweeps.space",
+    "cifar_app.analysis.compare", "cifar_app.analysis.label_errors", "cifar_app.sweeps.space",
 ]
 
 

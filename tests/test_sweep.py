@@ -21,7 +21,7 @@ from cifar_app.sweeps import spec as sweep_spec
 from cifar_app.sweeps import views as sweep_views
 from cifar_app.sweeps import worker as sweep_worker
 from cifar_app.config import TrainConfig
-from cifar_app.engine.loop import recorded_command
+from cifar_app.engine.setup import recorded_command
 from cifar_app.store.runs import RunStore
 from cifar_app.sweeps.space import Dimension, SearchSpace, SpaceError
 from cifar_app.sweeps.storage import SweepError, SweepStorage, masked

@@ -26,8 +26,10 @@ from cifar_app.store.records import records_signature
 from ui.charts.dynamics import trajectory_chart
 from ui.png import tile_png
 from cifar_app.analysis.predict import predict_images
+from cifar_app.engine.folds import labels_spec
 from cifar_app.store.lineage import other_data
 from cifar_app.store.runs import Run
+from cifar_app.data.labels import EXCLUDED, OWN, LabelSetError, LabelStore
 
 # A caption is a button's label, which Streamlit cuts to one line ("#6559 · p=…"): let it wrap under its image.
 _LABEL = "[data-testid='stColumn'] [data-testid='stBaseButton-tertiary']"
@@ -52,6 +54,32 @@ class ViewSource:
     records: Records | None = None
     model_label: str = ""
     records_problem: str = ""  # why the run's record is not shown with this data (it trained on other images)
+    label_set: tuple[str, str] | None = None  # (data folder, set name): where this view's label fixes go; None: none
+
+
+def fix_label(ref: ImageRef, source: ViewSource, label: int, suggested: int | None) -> None:
+    """Relabel (the model's answer preselected), exclude or keep one image: a new version of the label set the view
+    edits (data/labels.py). A test image's fix is a test-label correction of the set."""
+    data_dir, name = source.label_set
+    store = LabelStore(data_dir)
+    classes = list(source.data.classes)
+    cols = st.columns([2, 1, 1, 1])
+    new = cols[0].selectbox("Relabel as", classes, index=suggested if suggested is not None else label,
+                            key=f"fix_class_{ref.split}_{ref.index}")
+    choice = next((kind for kind, col in zip(("relabel", "exclude", "keep"), cols[1:])
+                   if col.button(kind.capitalize(), key=f"fix_{kind}_{ref.split}_{ref.index}",
+                                 disabled=kind == "exclude" and ref.split == "test")), None)
+    if choice is None:
+        return
+    value = classes.index(new) if choice == "relabel" else EXCLUDED if choice == "exclude" else label
+    try:
+        label_set = store.own_set(source.data.train_labels.numpy()) if name == OWN else store.get(name)
+        entry = label_set.edit([(ref.split, ref.index, value)], why=f"{choice} of {ref.split} image {ref.index}",
+                               dataset_test=source.data.test_labels.numpy())
+    except LabelSetError as error:
+        st.error(str(error))
+        return
+    st.success(f"Saved as {label_set.name}@{entry.version}.", icon=":material/check:")
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -87,7 +115,8 @@ def records_for(run: Run | None, data: Cifar10) -> tuple[Records | None, str]:
     if records is None or run is None:
         return records, ""
     source = other_data(run, data.fingerprint)
-    if source is None and records.data_mismatch(data.train_labels.numpy(), data.test_labels.numpy()) is None:
+    if source is None and records.data_mismatch(data.train_labels.numpy(), data.test_labels.numpy(),
+                                                label_set=bool(labels_spec(run))) is None:
         return records, ""
     return None, (f"This run trained on other data ({source or 'other labels'}) than the sidebar's copy: its "
                   "per-image record describes other images, so it is not shown here.")
@@ -137,15 +166,22 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
     """The view of one image (a dialog): large, label, top-k, attention per block, probability over epochs."""
     images, labels = source.data.split(ref.split)
     image, label = images[ref.index], source.data.classes[int(labels[ref.index])]
+    row = source.records.row_of(ref.index) if source.records is not None and ref.split == "train" else None
+    own = label
+    if row is not None:  # the label the run trained on (a label set's, where it trained on one)
+        label = source.records.classes[int(source.records.train_labels[row])]
     picture_col, model_col = st.columns([2, 3], gap="large")
     picture_col.image(to_png_bytes(image, scale=8), width=256)
-    picture_col.markdown(f"**{ref.split} image #{ref.index}** · labelled **{label}**")
+    picture_col.markdown(f"**{ref.split} image #{ref.index}** · labelled **{label}**"
+                         + (f" (the dataset's own label: {own})" if own != label else ""))
+    suggested = None
     if source.model is None:
         model_col.caption("No model to ask: this run has no checkpoint yet.")
     else:
         result = predict_images(source.model.model, image[None], pick_device("auto"), source.model.classes,
                                 tta_flip=source.model.config.tta_flip)  # the answer Evaluate gives
         top = result.top(0, 5)
+        suggested = source.data.classes.index(top.iloc[0]["class"])
         verdict = "right" if top.iloc[0]["class"] == label else f"wrong: labelled {label}"
         model_col.markdown(f"The model says **{top.iloc[0]['class']}** ({top.iloc[0]['probability']:.0%}, "
                            f"{verdict})")
@@ -153,6 +189,9 @@ def image_view(ref: ImageRef, source: ViewSource) -> None:
         model_col.caption(source.model_label or source.model.source)
         picture_col.altair_chart(attention_chart(result.attention_frame(0)), width="stretch")
         picture_col.caption("Attention per block: how each block mixed its K kernels for this image.")
+    if source.label_set is not None:
+        with picture_col:
+            fix_label(ref, source, source.data.classes.index(label), suggested)
     if source.records is None:
         model_col.caption(source.records_problem or
                           "This run kept no per-image record, so there is no probability over epochs to show.")

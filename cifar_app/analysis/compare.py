@@ -5,6 +5,7 @@ draw what these return.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import fields
 from datetime import datetime
@@ -12,15 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from cifar_app.config import TrainConfig
-from cifar_app.store.report import run_row
+from cifar_app.config import LABEL_FIELDS, RUNTIME_FIELDS, TrainConfig
+from cifar_app.store.report import labels_text, run_row
 from cifar_app.store.runs import Run, RunStore
 
 METRICS = ("test_acc", "val_acc", "train_acc", "train_loss")  # the per-epoch figures a comparison can draw
 CURVE_COLUMNS = ["run", "run_id", "epoch", *METRICS]
 # Not hyperparameters (the name labels the column already; the data folder is a path on one machine).
 NOT_COMPARED = ("name", "data_dir")
-TABLE_COLUMNS = ["name", "status", "progress", "preset", "width", "optimizer", "lr", "batch_size", "schedule", "epochs",
+TABLE_COLUMNS = ["name", "status", "progress", "preset", "labels", "width", "optimizer", "lr", "batch_size", "schedule", "epochs",
                  "best_test_acc", "best_epoch", "best_by", "final_test_acc", "final_train_acc", "seconds", "device",
                  "started", "forked_from", "id"]
 
@@ -159,7 +160,7 @@ weights, config = saved["state_dict"], saved["config"]  # {{layer: tensor}}, the
 print(saved["epoch"], saved["test_acc"], saved["classes"])
 
 # to run it, this repository's model code (on the Python path) rebuilds the network:
-from cifar_app.config import TrainConfig
+from cifar_app.config import LABEL_FIELDS, RUNTIME_FIELDS, TrainConfig
 from cifar_app.data.loader import normalize
 from cifar_app.model.network import build_model
 
@@ -170,3 +171,27 @@ with torch.no_grad():
     probabilities = model(normalize(images)).softmax(1)
 print([saved["classes"][i] for i in probabilities.argmax(1)])
 '''
+
+
+def by_labels(runs: list[Run]) -> pd.DataFrame:
+    """Runs of one recipe trained on other labels, side by side (clean / noisy / curated): one row per run of each
+    recipe that has finished runs on at least two label choices; cross-validation runs aside. Columns: recipe (its
+    first run's name), labels, final_test_acc, best_test_acc, run."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        try:
+            config, meta, record = run.config(), run.meta(), run.config_record()
+        except (OSError, ValueError, KeyError):
+            continue
+        if config.folds or meta.get("status") != "finished":
+            continue
+        recipe = {k: v for k, v in config.to_dict().items()
+                  if k not in RUNTIME_FIELDS + LABEL_FIELDS + NOT_COMPARED}
+        groups.setdefault(json.dumps(recipe, sort_keys=True), []).append(
+            {"labels": labels_text(record.get("labels"), config), "final_test_acc": meta.get("final_test_acc"),
+             "best_test_acc": meta.get("best_test_acc"), "run": run.name})
+    rows = []
+    for members in groups.values():
+        if len({m["labels"] for m in members}) > 1:
+            rows += [{"recipe": members[-1]["run"], **m} for m in sorted(members, key=lambda m: m["labels"])]
+    return pd.DataFrame(rows, columns=["recipe", "labels", "final_test_acc", "best_test_acc", "run"])

@@ -78,13 +78,14 @@ class Records:
         """'' for a record that starts with its run, else why it starts later (a fork's branch point)."""
         return self.meta.get("origin", "")
 
-    def data_mismatch(self, train_labels: np.ndarray, test_labels: np.ndarray) -> str | None:
+    def data_mismatch(self, train_labels: np.ndarray, test_labels: np.ndarray, label_set: bool = False) -> str | None:
         """Why a dataset with these labels is not the one this run trained on (None when it is), so that its
-        images would not be the ones the record describes."""
+        images would not be the ones the record describes. A run on a `label_set` has other training labels than
+        the dataset's own (the set checked them against the copy when the run started)."""
         if len(self.train_index) and self.train_index.max() >= len(train_labels) or \
                 len(self.test_labels) != len(test_labels):
             return "The data folder in the sidebar holds another dataset than this run trained on: its images cannot be shown."
-        if not np.array_equal(train_labels[self.train_index], self.train_labels):
+        if not label_set and not np.array_equal(train_labels[self.train_index], self.train_labels):
             return "The labels in the sidebar's data folder differ from this run's: the images shown may not be the ones it trained on."
         return None
 

@@ -37,6 +37,31 @@ def split_indices(n: int, val_size: int, seed: int, subset: int = 0) -> tuple[to
     return train_idx, val_idx
 
 
+FOLD_SEED = 20_240_601  # one partition into folds for every seed: K runs of any seeds together cover every image once
+
+
+def fold_indices(n: int, folds: int, fold: int, subset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, held-out) indices for fold `fold` of `folds`: a fixed random partition of the `n` images into
+    folds of (almost) equal size, the same whatever the run's seed, so that the K runs of a cross-validation hold out
+    every image exactly once; `subset` keeps the first images of the training part (0 = all)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(FOLD_SEED))
+    parts = torch.tensor_split(order, folds)
+    held = parts[fold]
+    train_idx = torch.cat([part for i, part in enumerate(parts) if i != fold])
+    return (train_idx[:subset] if subset else train_idx), held
+
+
+def run_split(n: int, val_size: int, seed: int, subset: int = 0, folds: int = 0, fold: int = 0,
+              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (training, validation) indices a run uses: a cross-validation fold held out when `folds`, else a seeded
+    validation split; images where `keep` (a boolean per image) is False are in neither (a label set's excluded
+    images)."""
+    train_idx, val_idx = fold_indices(n, folds, fold, subset) if folds else split_indices(n, val_size, seed, subset)
+    if keep is not None:
+        train_idx, val_idx = train_idx[keep[train_idx]], val_idx[keep[val_idx]]
+    return train_idx, val_idx
+
+
 @functools.lru_cache(maxsize=16)
 def _channel_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     # made once per device: building them per batch is a host-to-device copy that waits for the GPU

@@ -37,7 +37,7 @@ from cifar_app.store.lineage import branch_epoch
 from cifar_app.store.runs import Run
 
 if TYPE_CHECKING:  # the loop's record of what a run trains on
-    from cifar_app.engine.loop import Setup
+    from cifar_app.engine.setup import Setup
 
 REPLAN_S = 2.0  # how often a budgeted run plans again from its pace (a short budget: 50 times in all)
 PACE_WINDOW_S = 20.0  # the pace a re-plan uses: the last this-many seconds of training steps

@@ -17,33 +17,32 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import platform
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
-import torchvision
 
 from cifar_app.config import ConfigError, TrainConfig
-from cifar_app.data.dataset import Cifar10, load_cifar10
-from cifar_app.data.loader import TensorLoader, split_indices
-from cifar_app.device import describe_device, is_out_of_memory, pick_device, prefers_channels_last
+from cifar_app.data.dataset import Cifar10
+from cifar_app.device import describe_device, is_out_of_memory
 from cifar_app.engine.budget import Budget, BudgetSchedule, plan_run, report
 from cifar_app.engine.evaluation import accuracy, predict_logits
 from cifar_app.engine.recorder import start_recording
 from cifar_app.engine.reporter import REPORT_INTERVAL_S, Reporter, StopRequested, TrainingDiverged
 from cifar_app.engine.schedule import Schedule, attention_temperature
+from cifar_app.engine.setup import Setup, prepare, run_record
 from cifar_app.events import (
     EndEvent, EpochEvent, Event, History, ResumeEvent, StatusEvent, best_epoch, records_from_rows,
 )
 from cifar_app.model.network import summarize
-from cifar_app.model.step import TrainingStep, describe_impls
+from cifar_app.model.step import TrainingStep
 from cifar_app.store.lineage import RESUME_RUNTIME_FIELDS, check_resume_data, fork_problems, other_data
 from cifar_app.store.live import LiveLog
+from cifar_app.store.records import save_predictions
 from cifar_app.store.runs import Run, RunStore
 
 log = logging.getLogger(__name__)
@@ -62,19 +61,6 @@ class RunResult(History):
         lines = [f"run {self.status}" + (f": {self.reason}" if self.reason else ""), *self.figure_lines()]
         lines.append(f"time {self.seconds:.1f} s" + (f"; saved in {self.run.path}" if self.run else ""))
         return lines
-
-
-@dataclass
-class Setup:
-    """What a run trains on and where: the checked config, the device, the batches and the held-out splits."""
-
-    config: TrainConfig
-    device: torch.device
-    data: Cifar10
-    loader: TensorLoader
-    val: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
-    train_index: torch.Tensor  # each training image's index in the dataset's training split
 
 
 # An epoch's running sums, kept in a checkpoint: its loss and correct answers so far, the images trained, and its
@@ -168,55 +154,6 @@ def train(
     return result
 
 
-def prepare(config: TrainConfig, data: Cifar10 | None, emit: Callable[[Event], None]) -> Setup:
-    """Check the config, pick the device and put the data on it, split as the config says."""
-    config.check()
-    device = pick_device(config.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # training shapes are fixed (drop_last): pick the fastest kernels once
-    elif device.type == "cpu" and config.threads:
-        torch.set_num_threads(config.threads)
-    if data is None:
-        emit(StatusEvent(f"Loading CIFAR-10 from {config.data_dir}"))
-        data = load_cifar10(config.data_dir, download=config.download)
-    train_idx, val_idx = split_indices(len(data.train_labels), config.val_size, config.seed, config.train_subset)
-    train_x, train_y = data.train_images[train_idx], data.train_labels[train_idx]
-    val_x, val_y = data.train_images[val_idx], data.train_labels[val_idx]
-    loader = TensorLoader(
-        train_x, train_y, config.batch_size, train=True, augment_crop_flip=config.augment,
-        cutout_size=config.cutout, device=device, seed=config.seed, channels_last=prefers_channels_last(device),
-    )
-    return Setup(config, device, data, loader, (val_x.to(device), val_y.to(device)),
-                 (data.test_images.to(device), data.test_labels.to(device)), train_idx)
-
-
-def run_record(setup: Setup, step: TrainingStep) -> dict[str, Any]:
-    """What config.json keeps beside the config: how and on what the run trained."""
-    summary = summarize(step.model)
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
-    return {
-        "seed": setup.config.seed, "device": describe_device(setup.device), "device_type": setup.device.type,
-        "versions": versions, "data_source": setup.data.source, "data_fingerprint": setup.data.fingerprint,
-        "impl": describe_impls(step.model.block_impls(setup.device.type)),
-        "precision": "bf16 autocast" if step.bf16 else "fp32", "channels_last": step.channels_last,
-        "params": summary.params, "macs": summary.macs, "train_images": len(setup.loader.images),
-        "val_images": len(setup.val[1]), "command": recorded_command(sys.argv),
-    }
-
-
-def recorded_command(argv: list[str]) -> str:
-    """The command line a run keeps, without a secret: the value of `--storage` (a database URL) is dropped, for a
-    run folder is read by others and a password must never reach one."""
-    if not argv or "cifar_app" not in argv[0]:
-        return ""
-    words = []
-    for word in argv:
-        if words and words[-1] == "--storage":
-            word = "***"
-        words.append("--storage=***" if word.startswith("--storage=") else word)
-    return " ".join(words)
-
-
 def begin_run(setup: Setup, step: TrainingStep, store: RunStore | None, fork: tuple[Run, str] | None,
               run_id: str = "") -> tuple[Run | None, Position]:
     """A new run folder, starting from scratch or, for a fork, from its parent's checkpoint."""
@@ -284,6 +221,7 @@ class EpochLoop:
                          else Schedule(setup.config, len(setup.loader), position.schedule_start))
         self.reporter = Reporter(setup, run, position, emit, stop, report_interval_s, checkpoint_every_s)
         self.reporter.batches_of = self.schedule.batches
+        self.logits: dict[str, torch.Tensor] = {}  # the last evaluation's, per split
         self.records = start_recording(run, setup.config, setup.loader, setup.train_index, setup.test[1], position)
 
     def run_epochs(self) -> tuple[str, str]:
@@ -365,6 +303,10 @@ class EpochLoop:
         last = epoch + 1 == config.epochs
         val_acc = self.accuracy(epoch, "validation", *setup.val) if len(setup.val[1]) else None
         test_acc = self.accuracy(epoch, "test", *setup.test) if (epoch + 1) % config.eval_every == 0 or last else None
+        if last and self.run is not None:  # out-of-sample probabilities, for label-error search (analysis/labels)
+            probs = {split: torch.softmax(logits, 1).cpu().numpy() for split, logits in self.logits.items()}
+            save_predictions(self.run.path, epoch + 1, setup.val_index.numpy(),
+                             probs.get("validation", np.zeros((0, 10))), probs["test"])
         seen = max(position.sums["seen"], 1.0)
         return EpochEvent(
             epoch=epoch + 1, epochs=config.epochs, train_loss=position.sums["loss_sum"] / seen,
@@ -380,6 +322,7 @@ class EpochLoop:
         )
         if split == "test":
             self.records.test(logits)
+        self.logits[split] = logits
         return accuracy(logits, labels)
 
     def end_epoch(self, event: EpochEvent) -> None:

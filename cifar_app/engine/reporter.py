@@ -19,7 +19,8 @@ from cifar_app.store.liveness import HEARTBEAT_S
 from cifar_app.store.runs import Run
 
 if TYPE_CHECKING:  # the loop's own records of what it trains on and where it is
-    from cifar_app.engine.loop import Position, Setup
+    from cifar_app.engine.loop import Position
+    from cifar_app.engine.setup import Setup
 
 REPORT_INTERVAL_S = 0.25  # how often the loss is read back from the device (one host sync each time)
 PACE_WINDOW_S = 30.0  # images/s and the ETAs are measured over about this much recent training

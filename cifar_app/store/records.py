@@ -14,8 +14,12 @@ whole epochs while the run trains. The engine's recorder writes these files, the
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
+
+from cifar_app.atomic import atomic_write_bytes
 
 RECORDS_DIR = "dynamics"
 
@@ -45,3 +49,28 @@ def records_signature(run_path: Path) -> tuple:
         return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir() if p.suffix in (".npz", ".json")))
     except OSError:
         return ()
+
+
+# The last epoch's class probabilities of the images a run did not train on, beside its record: the held-out images
+# (a validation split, or the fold a cross-validation run holds out: out-of-sample probabilities for label-error
+# search) and the test set. float16 (N, classes), with the held-out images' indices in CIFAR-10's training set.
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def save_predictions(run_path: Path, epoch: int, heldout_index: np.ndarray, heldout_probs: np.ndarray,
+                     test_probs: np.ndarray) -> None:
+    (Path(run_path) / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, epoch=np.int64(epoch), heldout_index=heldout_index.astype(np.int32),
+             heldout_probs=heldout_probs.astype(np.float16), test_probs=test_probs.astype(np.float16))
+    atomic_write_bytes(Path(run_path) / RECORDS_DIR / PREDICTIONS_FILE, buffer.getvalue())
+
+
+def load_predictions(run_path: Path) -> dict[str, np.ndarray] | None:
+    """{'epoch', 'heldout_index', 'heldout_probs' (float32), 'test_probs' (float32)}, or None when the run has none."""
+    try:
+        with np.load(Path(run_path) / RECORDS_DIR / PREDICTIONS_FILE) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+    except (OSError, ValueError, EOFError):
+        return None
+    return {key: value.astype(np.float32) if key.endswith("probs") else value for key, value in arrays.items()}

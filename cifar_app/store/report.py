@@ -8,9 +8,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cifar_app.config import matching_preset
+from cifar_app.config import TrainConfig, matching_preset
 from cifar_app.store.runs import Run, RunStore
 from cifar_app.events import best_epoch, final_epoch, records_from_rows, selection
+
+
+def labels_text(record: dict[str, Any] | None, config: TrainConfig) -> str:
+    """The labels a run trained on, as the Runs page shows them: 'own', or the label set's NAME@VERSION; a
+    cross-validation run adds its held-out fold."""
+    text = f"{record['name']}@{record['version']}" if record else "own"
+    return text + (f" (fold {config.fold + 1} of {config.folds} held out)" if config.folds else "")
 
 
 def run_row(run: Run) -> dict[str, Any]:
@@ -24,6 +31,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "name": run.name,
         "status": run.status(),
         "preset": matching_preset(config) or "custom",
+        "labels": labels_text(record.get("labels"), config),
         "epochs": f"{rows[-1]['epoch'] if rows else (origin[1] if origin else 0)}/{config.epochs}",
         "best_by": selection(history),
         "best_epoch": best.epoch if best else None,
