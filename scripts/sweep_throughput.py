@@ -13,7 +13,7 @@ OMP_NUM_THREADS = cores / workers). Measured:
   claim wait  per trial, from its worker asking for a trial to holding it (the claim lock, the dead-worker check,
               Optuna's ask, the first heartbeat, the sampling: the `claim_s` each worker records); median and max
   between     per worker, from one trial's end to its next trial's claim (telling Optuna, then claiming)
-Run it alone (`flock -x /work/quiet.lock ...` on the shared machine): the figures are wall-clock times.
+Run it alone on the machine: the figures are wall-clock times.
 """
 
 from __future__ import annotations
