@@ -132,6 +132,15 @@ def measure(run: Path, window: float, server: int | None) -> dict:
     return {"images_per_s": pace(samples), **{f"{k}_cpu": (after[k] - before[k]) / spent for k in groups}}
 
 
+def wait_or_kill(*processes: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait for each process to end (it has been asked to), killing one that takes longer than `timeout`."""
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def end_process(pid: int, timeout: float = 120) -> None:
     """SIGTERM, then wait for the process to go (it saves a checkpoint first)."""
     try:
@@ -174,10 +183,7 @@ def cli_phase(args, runs: Path) -> dict:
         return measure(run, args.window, None)
     finally:
         process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        wait_or_kill(process)
 
 
 def live_lag(page, run: Path, seconds: float) -> float | None:
@@ -270,10 +276,7 @@ def app_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
         browser.close()
         pid = training_pid(run) if run else None
         server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        wait_or_kill(server, timeout=30)
         if pid:  # a training process of its own outlives the server: end it, and wait until it has
             end_process(pid)
     return results
@@ -303,11 +306,7 @@ def elsewhere_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
         browser.close()
         server.terminate()
         trainer.send_signal(signal.SIGINT)
-        for process in (server, trainer):
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        wait_or_kill(server, trainer)
     return results
 
 
@@ -334,11 +333,7 @@ def sweep_phase(args, runs: Path, playwright) -> list[tuple[str, dict]]:
         browser.close()
         server.terminate()
         worker.send_signal(signal.SIGTERM)
-        for process in (server, worker):
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        wait_or_kill(server, worker)
     return results
 
 

@@ -29,7 +29,7 @@ from cifar_app.analysis.predict import predict_images
 from cifar_app.engine.folds import labels_spec
 from cifar_app.store.lineage import other_data
 from cifar_app.store.runs import Run
-from cifar_app.data.labels import EXCLUDED, OWN, LabelSetError, LabelStore
+from cifar_app.data.labels import EXCLUDED, LabelSetError, LabelStore
 
 # A caption is a button's label, which Streamlit cuts to one line ("#6559 · p=…"): let it wrap under its image.
 _LABEL = "[data-testid='stColumn'] [data-testid='stBaseButton-tertiary']"
@@ -73,7 +73,7 @@ def fix_label(ref: ImageRef, source: ViewSource, label: int, suggested: int | No
         return
     value = classes.index(new) if choice == "relabel" else EXCLUDED if choice == "exclude" else label
     try:
-        label_set = store.own_set(source.data.train_labels.numpy()) if name == OWN else store.get(name)
+        label_set = store.editable(name, source.data.train_labels.numpy())
         entry = label_set.edit([(ref.split, ref.index, value)], why=f"{choice} of {ref.split} image {ref.index}",
                                dataset_test=source.data.test_labels.numpy())
     except LabelSetError as error:

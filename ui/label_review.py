@@ -40,10 +40,6 @@ def edit_target(run: Run) -> tuple[str, str]:
     return common.data_dir(), parse_spec(spec)[0] if spec else OWN
 
 
-def _target_set(store: LabelStore, name: str, own_labels) -> LabelSet:
-    return store.own_set(own_labels) if name == OWN else store.get(name)
-
-
 def watch_search(run: Run) -> None:
     """While the search runs: its latest line; the whole page redraws when it ends."""
     state, line = search_state(run)
@@ -183,7 +179,7 @@ def label_errors_tab(run: Run, source: ViewSource) -> None:
     data_dir, name = edit_target(run)
     store = LabelStore(data_dir)
     try:
-        label_set = _target_set(store, name, source.data.train_labels.numpy())
+        label_set = store.editable(name, source.data.train_labels.numpy())
     except LabelSetError as error:
         st.error(str(error))
         return

@@ -16,21 +16,19 @@ CIFAR-10N's file (a .pt dict of arrays) with the key to use. numpy only, except 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cifar_app.atomic import atomic_write_bytes, atomic_write_json
+from cifar_app.atomic import atomic_write_bytes, atomic_write_json, file_lock
 from cifar_app.data.formats import CLASSES, resolve_root
 from cifar_app.data.label_files import (  # noqa: F401
     EXCLUDED,
@@ -39,10 +37,6 @@ from cifar_app.data.label_files import (  # noqa: F401
     read_label_file,
 )
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: the log's appends go unlocked
-    fcntl = None
 
 LABELS_DIR = "labels"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
@@ -163,25 +157,13 @@ class LabelSet:
                     decided[edit["index"]] = _kind(edit)
         return decided
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        if fcntl is None:
-            yield
-            return
-        with open(self.path / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def edit(self, changes: list[tuple[str, int, int]], why: str = "", action: str = "",
              dataset_test: np.ndarray | None = None) -> Version:
         """Append a version that sets each (split, index, new label or EXCLUDED); a label equal to the current one
         records that a person kept it. Returns the new version."""
         if not changes:
             raise LabelSetError("nothing to change: pick at least one image.")
-        with self._locked():
+        with file_lock(self.path / ".lock"):
             train = self.labels()
             test = self.test_labels(dataset_test) if dataset_test is not None else None
             edits = []
@@ -199,7 +181,7 @@ class LabelSet:
 
     def undo(self, why: str = "") -> Version:
         """Append a version that puts back what the latest version in force changed."""
-        with self._locked():
+        with file_lock(self.path / ".lock"):
             target = self.undo_target()
             if target is None:
                 raise LabelSetError(f"label set {self.name} has no edit to undo.")
@@ -281,6 +263,11 @@ class LabelStore:
             return self.get(OWN)
         except LabelSetError:
             return self.create(OWN, own, own, "the dataset's own labels")
+
+    def editable(self, name: str, own: np.ndarray) -> LabelSet:
+        """The set named `name` that edits go to; OWN is the set of the dataset's own labels `own` (made on first
+        use)."""
+        return self.own_set(own) if name == OWN else self.get(name)
 
 
 def apply_label_set(spec: str, data_dir: str | os.PathLike | None, own: np.ndarray) -> tuple[np.ndarray, dict]:

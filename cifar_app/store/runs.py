@@ -15,7 +15,6 @@ rewritten under a lock, so the heartbeat of a training process never undoes a re
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -24,17 +23,12 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: meta.json updates go unlocked
-    fcntl = None
 
-from cifar_app.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from cifar_app.atomic import atomic_torch_save, atomic_write_json, atomic_write_text, file_lock
 from cifar_app.config import TrainConfig
 from cifar_app.events import METRIC_FIELDS
 from cifar_app.store.liveness import STALE_AFTER_S, dead_reason, process_start
@@ -76,22 +70,10 @@ class Run:
         except (OSError, ValueError):
             return {}
 
-    @contextlib.contextmanager
-    def _meta_lock(self) -> Iterator[None]:
-        if fcntl is None:
-            yield
-            return
-        with open(self.path / ".meta.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def update_meta(self, **changes: Any) -> dict[str, Any]:
         """Merge `changes` into meta.json: read, change and write under a lock, so that two writers (the
         training heartbeat, a rename from the dashboard) never lose each other's change."""
-        with self._meta_lock():
+        with file_lock(self.path / ".meta.lock"):
             meta = {**self.meta(), **changes, "updated": time.time()}
             atomic_write_json(self.path / "meta.json", meta)
         return meta

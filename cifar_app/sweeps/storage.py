@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: the journal's own lock still guards every write
-    fcntl = None
 
 import optuna
 
+from cifar_app.atomic import file_lock
 from cifar_app.store.runs import default_runs_dir
 
 ENV = "CIFAR_SWEEP_STORAGE"
@@ -188,14 +185,8 @@ class SweepStorage:
             return
         path = self.folder / "claim.lock" if self.url is None else Path(self.url.removeprefix("sqlite:///") + ".claim")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(path):
+            yield
 
 
 def _advisory_lock(rdb: optuna.storages.RDBStorage, name: str) -> Iterator[None]:
