@@ -267,9 +267,10 @@ class EpochLoop:
         seen = first_seen = int(position.sums["seen"])
         session_start = time.monotonic()
         self.epoch_start = session_start - position.sums.get("epoch_s", 0.0)  # earlier sessions' share counts
+        trained_before = position.sums.get("train_s", 0.0)  # read once: a mid-epoch checkpoint rewrites the sums
 
         def sums() -> dict[str, float]:  # a session that trained no batch (resumed at the epoch's end) adds no time
-            trained = position.sums.get("train_s", 0.0) + (time.monotonic() - session_start if seen > first_seen else 0)
+            trained = trained_before + (time.monotonic() - session_start if seen > first_seen else 0)
             return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": float(seen),
                     "epoch_s": time.monotonic() - self.epoch_start, "train_s": trained}
 
