@@ -36,7 +36,7 @@ def env(tmp_path, monkeypatch):
     write_batches(tmp_path / "data")
     monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3: 500.0)
+    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3, **kwargs: 500.0)
     st.cache_resource.clear()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

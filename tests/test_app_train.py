@@ -35,7 +35,7 @@ def env(tmp_path, monkeypatch):
     write_batches(data_dir)
     monkeypatch.setenv("CIFAR_DATA_DIR", str(data_dir))
     monkeypatch.setenv("CIFAR_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3: 500.0)
+    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3, **kwargs: 500.0)
     st.cache_resource.clear()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model gains nothing from threads, and they spin when the cores are shared
@@ -111,7 +111,8 @@ def test_choosing_a_preset_fills_in_its_values(env):
 
 def test_every_slider_at_its_end_is_refused_without_building_the_network(env, monkeypatch):
     probed = []
-    monkeypatch.setattr(speed, "measure_images_per_s", lambda config, device, batches=3: probed.append(config) or 1.0)
+    monkeypatch.setattr(speed, "measure_images_per_s",
+                        lambda config, device, batches=3, **kwargs: probed.append(config) or 1.0)
     at = set_widgets(app().run(), blocks=30, k=16, width=256)  # 5,968 M parameters
     assert not at.exception and at.button(key="start").disabled
     assert "M parameters, more than the 200 M this app trains" in texts(at)

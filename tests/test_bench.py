@@ -3,6 +3,7 @@ anything is allocated when it cannot fit."""
 
 import math
 import re
+import time
 
 import pytest
 import torch
@@ -23,6 +24,22 @@ def test_the_probe_times_a_run_s_own_step_and_the_cache_keeps_it(monkeypatch):
     monkeypatch.setattr(probe, "measure_images_per_s", lambda *args, **kwargs: pytest.fail("measured twice"))
     assert cache.measure(config, torch.device("cpu")) == first == cache.get(config, torch.device("cpu"))
     assert cache.get(config.replace(width=8), torch.device("cpu")) is None  # another shape, another speed
+
+
+def test_one_slow_batch_does_not_set_a_cpu_probe_s_speed():
+    """A small model's batch takes a fifth of a second on a CPU, and the page being drawn beside the probe can slow
+    one; the probe times on for PROBE_MIN_S, so its speed is the steady pace, not that batch's."""
+    calls = []
+
+    def step() -> int:  # 100 images; the first timed batch 0.3 s (disturbed), then 0.01 s each
+        calls.append(1)
+        time.sleep(0.3 if len(calls) == 2 else 0.01)
+        return 100
+
+    speed = probe._time(step, torch.device("cpu"), warmup=1, repeats=1, min_s=probe.PROBE_MIN_S)
+    steady = 100 / 0.01
+    assert speed > 0.6 * steady, f"{speed:.0f} images/s, against a steady {steady:.0f}"
+    assert len(calls) > 10
 
 
 def test_the_probe_measures_with_the_threads_the_run_will_use():

@@ -24,16 +24,24 @@ from cifar_app.model.step import TrainingStep
 from cifar_app.shape import training_bytes
 
 
-def _time(step: Callable[[], int], device: torch.device, warmup: int, repeats: int, budget_s: float = 15.0) -> float:
+PROBE_MIN_S = 1.5  # the Train page's CPU probe times at least this long: one batch of a small model is a fifth of
+# a second, which the page being drawn beside it can slow (docs/performance.md)
+
+
+def _time(step: Callable[[], int], device: torch.device, warmup: int, repeats: int, budget_s: float = 15.0,
+          min_s: float = 0.0) -> float:
     """Images/s of `step` (which returns the images it handled) over `repeats` calls after `warmup` untimed
-    ones; a very slow path stops early after `budget_s` seconds (at least one timed call)."""
+    ones, and on a CPU over at least `min_s` seconds; a very slow path stops early after `budget_s` seconds (at
+    least one timed call). A GPU's calls queue, so there only `repeats` counts."""
+    min_s = min_s if device.type == "cpu" else 0.0
     for _ in range(warmup):
         step()
     sync(device)
     started = time.perf_counter()
-    images = 0
-    for _ in range(repeats):
+    images = calls = 0
+    while calls < repeats or time.perf_counter() - started < min_s:
         images += step()
+        calls += 1
         if time.perf_counter() - started > budget_s:
             break
     sync(device)
@@ -95,15 +103,16 @@ def probe_problem(config: TrainConfig, device: torch.device) -> str | None:
     return None
 
 
-def measure_images_per_s(config: TrainConfig, device: torch.device | str = "cpu", batches: int = 3) -> float:
-    """Training images/s of a run's own step for `config` on `device`, on synthetic batches. Raises
-    ValueError (with `probe_problem`'s sentence) rather than build what cannot fit."""
+def measure_images_per_s(config: TrainConfig, device: torch.device | str = "cpu", batches: int = 3,
+                         min_seconds: float = 0.0) -> float:
+    """Training images/s of a run's own step for `config` on `device`, on synthetic batches (on a CPU for at
+    least `min_seconds`). Raises ValueError (with `probe_problem`'s sentence) rather than build what cannot fit."""
     device = torch.device(device)
     problem = probe_problem(config, device)
     if problem:
         raise ValueError(problem)
     with cpu_threads(config, device):
-        return _measure(config, device, batches)
+        return _measure(config, device, batches, min_seconds)
 
 
 @contextlib.contextmanager
@@ -120,7 +129,7 @@ def cpu_threads(config: TrainConfig, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _measure(config: TrainConfig, device: torch.device, batches: int) -> float:
+def _measure(config: TrainConfig, device: torch.device, batches: int, min_seconds: float = 0.0) -> float:
     data = synthetic_cifar(n_train=max(config.batch_size * (batches + 2), 256), n_test=10)
     step = TrainingStep(config.replace(compile=False), device)
     loader = TensorLoader(data.train_images, data.train_labels, config.batch_size, train=True,
@@ -132,7 +141,7 @@ def _measure(config: TrainConfig, device: torch.device, batches: int) -> float:
         step(x, y)
         return len(y)
 
-    return _time(one, device, 1, batches)
+    return _time(one, device, 1, batches, min_s=min_seconds)
 
 
 def estimate_seconds(config: TrainConfig, images_per_s: float) -> tuple[float, float]:
@@ -179,7 +188,8 @@ class SpeedCache:
         known = self.get(config, device)
         if known is not None:
             return known
-        speed = measure_images_per_s(config, device, batches)
+        speed = measure_images_per_s(config, device, batches, min_seconds=PROBE_MIN_S)
         with self._lock:
             self._speeds[self.key(config, device)] = speed
         return speed
+
