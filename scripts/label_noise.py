@@ -38,7 +38,7 @@ from cifar_app.analysis.label_search import find_label_errors, out_of_fold, trai
 from cifar_app.config import preset
 from cifar_app.data.dataset import load_cifar10
 from cifar_app.data.formats import CLASSES, resolve_root
-from cifar_app.data.labels import LabelSetError, LabelStore, read_label_file
+from cifar_app.data.labels import EXCLUDED, LabelSetError, LabelStore, read_label_file
 from cifar_app.engine.folds import ensure_run, fold_runs
 from cifar_app.store.runs import Run, RunStore
 
@@ -166,7 +166,8 @@ def report_finished(store: RunStore, base, root: Path, noisy: dict[str, np.ndarr
     show([f"detection on aggre_label ({int(wrong.sum()):,} wrong labels), finished folds of {args.folds}:",
           *partial_detection(store, aggre, wrong, args.folds, root), *dynamics_everywhere(aggre, wrong)])
     found = {name: finished_run(store, base.replace(labels=labels)) for name, labels in
-             (("clean labels", ""), ("aggre_label (noisy)", "c10n-aggre@0"), ("aggre, curated", "c10n-aggre-curated@1"))}
+             (("clean labels", ""), ("aggre_label (noisy)", "c10n-aggre@0"), ("aggre, curated", "c10n-aggre-curated@1"),
+              ("aggre, top 1,000", "c10n-aggre-top1000@1"), ("aggre, flagged excluded", "c10n-aggre-excluded@1"))}
     show([f"retraining ({args.preset}, seed {base.seed}), final test accuracy on CIFAR-10's test labels:",
           *(f"  {name:<22}  " + (f"{test_accuracy(run):6.2f}%" if run else "not trained yet") for name, run in found.items())])
     return 0
@@ -192,28 +193,39 @@ def show(lines: list[str]) -> None:
     print("\n".join(["", *lines]), flush=True)
 
 
-def retraining(store: RunStore, base, root: Path, aggre: Run, noisy: np.ndarray, preset_name: str) -> list[str]:
-    """Clean, noisy and curated (every suggestion of the combined detector accepted without looking) runs."""
-    accepted = flagged(load_results(aggre.path))
-    name = "c10n-aggre-curated"
+def curated_set(root: Path, name: str, noisy: np.ndarray, changes: list, why: str):
+    """The label set `name`: aggre_label with `changes` as its version 1 (made once)."""
     try:
-        curated_set = LabelStore(root).get(name)
+        return LabelStore(root).get(name)
     except LabelSetError:
-        curated_set = LabelStore(root).create(name, noisy, CLEAN, "c10n-aggre + the search's suggestions")
-        curated_set.edit(suggestion_changes(accepted, CLASSES),
-                         why="every suggestion of the combined detector, accepted without looking", action="accept")
-    curated = ensure_run(store, base.replace(labels=f"{name}@1", name="curated"), say)
-    clean = ensure_run(store, base.replace(name="clean"), say)
-    fixed = curated_set.labels(1)
+        made = LabelStore(root).create(name, noisy, CLEAN, f"c10n-aggre + {why}")
+        made.edit(changes, why=why, action="accept")
+        return made
+
+
+def retraining(store: RunStore, base, root: Path, aggre: Run, noisy: np.ndarray, preset_name: str) -> list[str]:
+    """Clean and noisy runs, and three ways to act on the combined detector's list: every suggestion accepted
+    without looking, only the top 1,000 accepted, every flagged image excluded."""
+    accepted = flagged(load_results(aggre.path))
+    excluded = [("train", int(i), EXCLUDED) for i in accepted["index"]]
+    ways = {"c10n-aggre-curated": ("every suggestion accepted", suggestion_changes(accepted, CLASSES)),
+            "c10n-aggre-top1000": ("the top 1,000 suggestions accepted", suggestion_changes(accepted[:1000], CLASSES)),
+            "c10n-aggre-excluded": ("every flagged image excluded", excluded)}
+    runs = {name: ensure_run(store, base.replace(labels=f"{name}@1", name=name.removeprefix("c10n-aggre-")), say)
+            for name, (why, changes) in ways.items() if curated_set(root, name, noisy, changes, why)}
+    clean = ensure_run(store, base.replace(name="clean"), say)  # after the curated runs: those matter more
     lines = [f"retraining ({preset_name}, seed {base.seed}), final test accuracy on CIFAR-10's test labels:",
-             f"  clean labels            {test_accuracy(clean):6.2f}%",
-             f"  aggre_label (noisy)     {test_accuracy(aggre):6.2f}%",
-             (f"  aggre, curated          {test_accuracy(curated):6.2f}%   ({len(accepted):,} suggestions accepted; "
-              f"wrong labels {int((noisy != CLEAN).sum()):,} -> {int((fixed != CLEAN).sum()):,})")]
+             f"  clean labels                              {test_accuracy(clean):6.2f}%",
+             f"  aggre_label (noisy)                       {test_accuracy(aggre):6.2f}%   "
+             f"(wrong labels {int((noisy != CLEAN).sum()):,})"]
     gap = test_accuracy(clean) - test_accuracy(aggre)
-    if gap > 0:
-        lines.append(f"  the curated run recovered {(test_accuracy(curated) - test_accuracy(aggre)) / gap:.0%} of what "
-                     "the noise cost")
+    for name, (why, changes) in ways.items():
+        fixed, run = LabelStore(root).get(name).labels(1), runs[name]
+        kept = fixed != EXCLUDED
+        gain = (test_accuracy(run) - test_accuracy(aggre)) / gap if gap > 0 else float("nan")
+        recovered = f"; recovered {gain:.0%} of the cost" if gap > 0 else ""
+        lines.append(f"  aggre, {why:<35}{test_accuracy(run):6.2f}%   ({len(changes):,} edits; wrong labels among "
+                     f"the {int(kept.sum()):,} kept {int(((fixed != CLEAN) & kept).sum()):,}{recovered})")
     return lines
 
 
