@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cifar_app.analysis import compare
 from cifar_app.config import ConfigError
 from cifar_app.data.formats import CLASSES
 from cifar_app.data.labels import EXCLUDED, LabelSetError, LabelStore, apply_label_set, read_label_file
@@ -132,6 +133,9 @@ def test_a_run_trains_on_a_label_set_leaves_excluded_images_out_and_records_the_
     labels = np.load(result.run.path / "dynamics" / "train_labels.npy")
     index = np.load(result.run.path / "dynamics" / "train_index.npy")
     assert np.array_equal(labels, label_set.labels()[index]) and not set(range(10)) & set(index.tolist())
+    own_run = train(config.replace(labels=""), data=data, store=RunStore(tmp_path / "runs")).run
+    differences = compare.config_differences([result.run, own_run])  # the Runs page's "What differs"
+    assert differences.loc["labels"].tolist() == ["mine@1 (fold 2 of 4 held out)", "own (fold 2 of 4 held out)"]
 
 
 def test_a_label_set_that_does_not_fit_ends_the_run_before_it_starts(tmp_path):

@@ -117,6 +117,8 @@ def config_differences(runs: list[Run], labels: dict[str, str] | None = None,
         config, record = run.config(), run.config_record()
         origin = run.parent()
         values = {name: getattr(config, name) for name in names}
+        if "labels" in values:  # as the Runs table names them ('own', not an empty cell)
+            values["labels"] = labels_text(record.get("labels"), config)
         values["device used"] = record.get("device", "")
         values["data"] = record.get("data_source", "")
         values["forked from"] = f"{_run_name(store, origin[0])} @ epoch {origin[1]} ({origin[2]})" if origin else "none"
