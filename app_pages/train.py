@@ -16,7 +16,7 @@ from cifar_app.analysis import compare
 from cifar_app.engine.budget import duration_text, estimate
 from cifar_app.engine.schedule import CIFAR10_TEST_IMAGES, train_images
 from cifar_app.engine.memory import check_memory
-from cifar_app.engine.speed import estimate_seconds
+from cifar_app.engine.speed import estimate_seconds, recent_pace
 from cifar_app.config import (
     DEVICES, IMPLS, OPTIMIZERS, PRECISIONS, PRESETS, RUNTIME_FIELDS, LABEL_FIELDS, SCHEDULES, ConfigError, TrainConfig,
     matching_preset, preset,
@@ -204,13 +204,18 @@ def model_size(blocks: int, k: int, width: int) -> tuple[int, int]:
     return summary.params, summary.macs
 
 
-def training_speed(config: TrainConfig, may_measure: bool) -> float | str | None:
-    """See SpeedCache.speed; an absent device is a sentence too."""
+def training_speed(config: TrainConfig, may_measure: bool) -> tuple[float | str | None, str]:
+    """(images/s, where it comes from): the pace of the newest run of this speed that finished on this machine,
+    else SpeedCache.speed's probe; an absent device is a sentence too."""
     try:
         device = pick_device(config.device)
     except DeviceError as error:
-        return str(error)
-    return common.speed_cache().speed(config, device, may_measure)
+        return str(error), ""
+    known = recent_pace(common.runs_store(), config, device)
+    if known is not None:
+        pace, run = known
+        return pace, f"the pace of your run {run.name} on this machine, its evaluations included"
+    return common.speed_cache().speed(config, device, may_measure), "measured on a few synthetic batches"
 
 
 def model_summary(config: TrainConfig, job_running: bool) -> None:
@@ -221,7 +226,7 @@ def model_summary(config: TrainConfig, job_running: bool) -> None:
                       help="one forward pass of one 32x32 image, counting the K convolutions of each block")
     slot = columns[2].empty()
     slot.metric("Time per epoch", "…", help="measuring the training speed of this model on this device")
-    speed = training_speed(config, may_measure=not job_running)
+    speed, source = training_speed(config, may_measure=not job_running)
     if not isinstance(speed, float):
         slot.metric("Time per epoch", "—", help=speed or "measured on this device when no run is training")
         if speed:
@@ -229,25 +234,24 @@ def model_summary(config: TrainConfig, job_running: bool) -> None:
         return
     epoch_s, run_s = estimate_seconds(config, speed)
     slot.metric("Time per epoch (rough)", f"≈ {duration(epoch_s)}",
-                help=f"from {speed:,.0f} training images/s measured on a few synthetic batches of this model on "
-                     "this device, plus the test pass")
+                help=f"from {speed:,.0f} training images/s ({source}) on this device, plus the test pass")
     if config.time_budget:
-        budget_forecast(config, speed)
+        budget_forecast(config, speed, source)
         return
     st.caption(f"≈ {duration(run_s)} for {common.plural(config.epochs, 'epoch')} on {common.device_description()} "
-               f"({speed:,.0f} training images/s measured).")
+               f"({speed:,.0f} training images/s, {source}).")
 
 
-def budget_forecast(config: TrainConfig, speed: float) -> None:
+def budget_forecast(config: TrainConfig, speed: float, source: str) -> None:
     """What a time budget buys on this device, before Start (the run measures its own pace and keeps to it)."""
     fits = estimate(config, speed, train_images(config), CIFAR10_TEST_IMAGES)
     if isinstance(fits, str):
         st.warning(f"Probably too short: {fits}", icon=":material/timer_off:")
         return
     st.caption(f"Trains for {duration_text(config.time_budget)}: about {fits:.1f} epochs fit on "
-               f"{common.device_description()} ({speed:,.0f} training images/s measured). The run measures its own "
-               "pace when it starts, fits its one-cycle schedule to the steps that fit, and keeps to the budget as "
-               "it goes.")
+               f"{common.device_description()} ({speed:,.0f} training images/s, {source}). The run measures its "
+               "own pace when it starts, fits its one-cycle schedule to the steps that fit, and keeps to the budget "
+               "as it goes.")
 
 
 # -- forks ------------------------------------------------------------------------------------------------

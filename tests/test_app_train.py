@@ -158,6 +158,8 @@ def test_start_trains_a_tiny_model_and_the_page_shows_its_epochs(env):
     # a reload (a new session) shows the settings of the run on the page, not the seed preset's
     fresh = app().run()
     assert {k: widget_values(fresh)[k] for k in TINY} == TINY and fresh.segmented_control(key="preset").value is None
+    # the next run of this shape is estimated from this run's own pace, not the probe's 500 images/s
+    assert f"the pace of your run {manager.store.get(snap.run_id).name} on this machine" in texts(fresh)
 
 
 def test_stop_stops_a_running_job_and_a_second_start_is_refused(env):

@@ -66,6 +66,30 @@ def test_the_probe_measures_with_the_threads_the_run_will_use():
         torch.set_num_threads(before)
 
 
+def test_the_next_run_is_estimated_from_the_last_finished_run_of_its_speed_on_this_machine(tmp_path):
+    """A finished run's pace (its training and evaluations over its whole time) estimates the next run of the same
+    shape; another shape, a budgeted run or another machine's run does not."""
+    from conftest import tiny_cifar, tiny_config
+
+    from cifar_app.engine.loop import train
+    from cifar_app.store.runs import RunStore
+
+    store, cpu = RunStore(tmp_path), torch.device("cpu")
+    config = tiny_config(epochs=2, threads=1)
+    assert probe.recent_pace(store, config, cpu) is None
+    run = train(config, data=tiny_cifar(), store=store).run
+    pace, found = probe.recent_pace(store, config.replace(epochs=5, lr=0.1), cpu)  # the recipe does not set speed
+    meta = run.meta()
+    work = (run.config_record()["train_images"] + 10_000 * EVAL_COST) * 2  # the estimate counts CIFAR-10's test set
+    assert found.id == run.id and pace == pytest.approx(work / meta["seconds"])
+    same = config.replace(train_subset=run.config_record()["train_images"])  # a run like it takes what it took
+    assert probe.estimate_seconds(same, pace)[1] == pytest.approx(meta["seconds"])
+    assert probe.recent_pace(store, config.replace(width=16), cpu) is None
+    assert probe.recent_pace(store, config, cpu, host="another-machine") is None
+    train(config.replace(time_budget=30.0), data=tiny_cifar(), store=store)  # newer, but its last epoch is partial
+    assert probe.recent_pace(store, config, cpu)[1].id == run.id
+
+
 def test_the_probe_refuses_what_cannot_fit_before_allocating():
     device = torch.device("cpu")
     too_many = TrainConfig(blocks=30, k=16, width=256, data_dir="")

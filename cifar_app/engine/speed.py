@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,9 +20,10 @@ from cifar_app.config import TrainConfig
 from cifar_app.data.dataset import Cifar10
 from cifar_app.data.loader import TensorLoader
 from cifar_app.device import sync
-from cifar_app.engine.schedule import EVAL_COST, eval_images, train_images
+from cifar_app.engine.schedule import CIFAR10_TEST_IMAGES, EVAL_COST, eval_images, train_images
 from cifar_app.model.step import TrainingStep
 from cifar_app.shape import training_bytes
+from cifar_app.store.runs import Run, RunStore
 
 
 PROBE_MIN_S = 1.5  # the Train page's CPU probe times at least this long: one batch of a small model is a fifth of
@@ -193,3 +195,26 @@ class SpeedCache:
             self._speeds[self.key(config, device)] = speed
         return speed
 
+
+def recent_pace(store: RunStore, config: TrainConfig, device: torch.device,
+                host: str | None = None) -> tuple[float, Run] | None:
+    """The pace of the newest run that finished on this machine (`host`) with the speed of `config` (the same
+    model shape, batch, implementation, precision and threads, on this kind of device): its training images and
+    its evaluations (at EVAL_COST a training image each) over its whole time, as `estimate_seconds` counts them,
+    and the run. A real run's pace, with whatever was open beside it, tells the next run's time better than a
+    probe on synthetic batches. None when no such run is there (a budgeted run does not count: its last epoch is
+    partial)."""
+    host, wanted = host or socket.gethostname(), SpeedCache.key(config, device)
+    for run in store.runs():  # newest first
+        try:
+            meta, done, record = run.meta(), run.config(), run.config_record()
+            if (meta.get("status") != "finished" or meta.get("host") != host or done.time_budget
+                    or SpeedCache.key(done, torch.device(record["device_type"])) != wanted):
+                continue
+            evaluated = (record["val_images"] + CIFAR10_TEST_IMAGES / done.eval_every) * (2 if done.tta_flip else 1)
+            work = (record["train_images"] + evaluated * EVAL_COST) * meta["epochs_done"]
+            if work > 0 and meta["seconds"] > 0:
+                return work / meta["seconds"], run
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            continue
+    return None
