@@ -126,6 +126,9 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=4, help="cross-validation folds on aggre_label")
     parser.add_argument("--random-folds", type=int, default=2, help="folds on random_label1 (0: leave it out)")
     parser.add_argument("--no-train", action="store_true", help="train nothing: measure with the runs finished so far")
+    parser.add_argument("--epochs", type=int, default=0, help="the recipe's epochs (0: the preset's)")
+    parser.add_argument("--augment", action="store_true", help="the recipe with random crops and flips")
+    parser.add_argument("--detection-only", action="store_true", help="no retraining runs, no test-set table")
     args = parser.parse_args()
     work = Path(args.work)
     root = data_root(work, args.data_dir)
@@ -135,15 +138,18 @@ def main() -> int:
     noisy = import_sets(root, Path(args.cifar10n), CLEAN)
     store = RunStore(work / "runs")
     base = preset(args.preset, data_dir=str(root))
+    base = base.replace(epochs=args.epochs or base.epochs, augment=args.augment or base.augment)
     started = time.monotonic()
     if args.no_train:
         return report_finished(store, base, root, noisy, args)
     aggre = ensure_run(store, base.replace(labels="c10n-aggre@0", name="aggre"), say)
     wrong = noisy["c10n-aggre"] != CLEAN
     lines = detection(store, aggre, wrong, args.folds, root)
-    show([f"detection on aggre_label ({int(wrong.sum()):,} wrong labels), {args.folds} folds of {args.preset}:", *lines])
-    show(retraining(store, base, root, aggre, noisy["c10n-aggre"], args.preset))
-    show(test_set(load_results(aggre.path, "test"), args.folds))
+    recipe = f"{args.preset}, {base.epochs} epochs" + (", augmented" if base.augment else "")
+    show([f"detection on aggre_label ({int(wrong.sum()):,} wrong labels), {args.folds} folds of {recipe}:", *lines])
+    if not args.detection_only:
+        show(retraining(store, base, root, aggre, noisy["c10n-aggre"], args.preset))
+        show(test_set(load_results(aggre.path, "test"), args.folds))
     if args.random_folds:
         random1 = ensure_run(store, base.replace(labels="c10n-random1@0", name="random1"), say)
         wrong = noisy["c10n-random1"] != CLEAN
