@@ -132,3 +132,34 @@ def test_the_image_view_fixes_one_label_from_any_gallery(data_dir):  # noqa: F81
     assert not at.exception, [e.value for e in at.exception]
     assert label_set.latest == 2 and label_set.test_labels(test_own)[3] == 9
     assert np.array_equal(label_set.labels()[8:], own[8:])
+
+
+def test_flagged_test_images_are_listed_and_a_corrected_one_leaves_the_list(data_dir, searched):  # noqa: F811
+    run, results = searched
+    test_labels = make_images(10, seed=2)[1]
+    probs = np.full((len(test_labels), 10), 0.02)
+    probs[np.arange(len(test_labels)), test_labels] = 0.82
+    odd = np.arange(len(test_labels)) % 10 == 3  # every tenth test image looks like the next class
+    probs[odd] = 0.02
+    probs[odd, (test_labels[odd] + 1) % 10] = 0.82
+    test = detect(np.arange(len(test_labels)), test_labels, probs, np.where(odd, 0.6, -0.6))
+    save_results(run.path, results, test, {"folds": 2, "labels": "", "flagged": {
+        d: int(results[f"{d}_flag"].sum()) for d in ("dynamics", "cleanlab", "combined")}})
+    flagged_test = test[test["combined_flag"]]
+    assert len(flagged_test) > 1
+
+    at = dynamics_page()
+    at.segmented_control(key="labels_split").set_value("test").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"**{len(flagged_test):,}** flagged test images not reviewed yet" in texts(at)
+    first = flagged_test.iloc[0]
+    caption = f"#{first['index']} {first['label']} → {first['suggested']}"
+    assert caption in [b.label for b in at.button]  # a caption opens the image, whose view corrects the label
+
+    own = make_images(20, seed=1)[1]
+    label_set = LabelStore(data_dir).editable("cifar10", own)
+    label_set.edit([("test", int(first["index"]), dynamics.CLASSES.index(first["suggested"]))],
+                   dataset_test=test_labels)
+    at.run()
+    assert f"**{len(flagged_test) - 1:,}** flagged test images not reviewed yet (1 reviewed" in texts(at)
+    assert caption not in [b.label for b in at.button]

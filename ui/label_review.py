@@ -48,18 +48,18 @@ def watch_search(run: Run) -> None:
     st.info(f"Searching for label errors: {line}", icon=":material/search:")
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def _results(path: str, stamp: int) -> pd.DataFrame | None:
-    return load_results(Path(path))
+@st.cache_data(show_spinner=False, max_entries=8)
+def _results(path: str, split: str, stamp: int) -> pd.DataFrame | None:
+    return load_results(Path(path), split)
 
 
-def results(run: Run) -> pd.DataFrame | None:
-    """The saved search of a run, read again only when it changes."""
+def results(run: Run, split: str = "train") -> pd.DataFrame | None:
+    """The saved search of a run on its training or test images, read again only when it changes."""
     try:
-        stamp = (run.path / RESULTS_DIR / "train.csv").stat().st_mtime_ns
+        stamp = (run.path / RESULTS_DIR / f"{split}.csv").stat().st_mtime_ns
     except OSError:
         return None
-    return _results(str(run.path), stamp)
+    return _results(str(run.path), split, stamp)
 
 
 def search_panel(run: Run) -> bool:
@@ -188,6 +188,11 @@ def label_errors_tab(run: Run, source: ViewSource) -> None:
     searched = summary.get("labels") or "the dataset's own labels"
     st.caption(f"{DETECTOR_TEXT[detector]}; {summary.get('folds', '?')} folds, on {searched}. Edits go to the label "
                f"set {label_set.name}.")
+    if st.segmented_control("Images", ["training", "test"], default="training", key="labels_split",
+                            required=True) == "test":
+        test_images(run, detector, label_set, source)
+        versions_panel(run, label_set)
+        return
     reviewed = label_set.reviewed()
     rows = flagged(table, detector)
     rows = rows[~rows["index"].isin(list(reviewed))]
@@ -200,3 +205,24 @@ def label_errors_tab(run: Run, source: ViewSource) -> None:
         with bulk:
             in_bulk(rows, label_set, source, classes)
     versions_panel(run, label_set)
+
+
+def test_images(run: Run, detector: str, label_set: LabelSet, source: ViewSource) -> None:
+    """The test images the detectors flag (the fold models' mean probabilities, out of sample on every test image,
+    and this run's test record): the test set has label errors of its own. A caption opens the image, whose view
+    corrects its test label in the set (Evaluate then scores a model on the corrected labels too)."""
+    table = results(run, "test")
+    if table is None:
+        st.caption("This search saved nothing on the test images.")
+        return
+    corrected = label_set.reviewed("test")
+    rows = flagged(table, detector)
+    rows = rows[~rows["index"].isin(list(corrected))]
+    st.markdown(f"**{len(rows):,}** flagged test images not reviewed yet ({len(corrected):,} reviewed in "
+                f"{label_set.name}). Open one to correct its label: the test set's own files are never changed.")
+    pages = max(1, -(-len(rows) // (4 * PAGE)))
+    number = st.number_input("Page", 1, pages, 1, key="labels_test_page") if pages > 1 else 1
+    shown = rows.iloc[(number - 1) * 4 * PAGE: number * 4 * PAGE]
+    gallery([ImageRef("test", int(i)) for i in shown["index"]],
+            [f"#{r['index']} {r['label']} → {r['suggested']}" for _, r in shown.iterrows()], source,
+            "labels_test_gallery", columns=8)
