@@ -94,13 +94,19 @@ def decide(label_set: LabelSet, changes: list[tuple[str, int, int]], why: str, a
     st.session_state["labels_message"] = f"Saved as {label_set.name}@{entry.version}: {why}."
 
 
+def page_of(rows: pd.DataFrame, size: int, key: str) -> pd.DataFrame:
+    """The rows of the page chosen in a "Page" input (shown only when there are several), kept within the pages
+    as the list shrinks."""
+    pages = max(1, -(-len(rows) // size))
+    if st.session_state.get(key, 1) > pages:
+        st.session_state[key] = pages
+    number = st.number_input("Page", 1, pages, 1, key=key) if pages > 1 else 1
+    return rows.iloc[(number - 1) * size: number * size]
+
+
 def one_by_one(rows: pd.DataFrame, label_set: LabelSet, source: ViewSource, classes: list[str]) -> None:
     """A page of flagged images, each with a decision and the class to relabel it to (the suggestion preselected)."""
-    pages = max(1, -(-len(rows) // PAGE))
-    if st.session_state.get("labels_page", 1) > pages:
-        st.session_state["labels_page"] = pages
-    number = st.number_input("Page", 1, pages, 1, key="labels_page") if pages > 1 else 1
-    shown = rows.iloc[(number - 1) * PAGE: number * PAGE]
+    shown = page_of(rows, PAGE, "labels_page")
     gallery([ImageRef("train", int(i)) for i in shown["index"]],
             [f"#{r['index']} {r['label']} → {r['suggested']}" for _, r in shown.iterrows()], source,
             "labels_review_gallery", columns=6)
@@ -220,9 +226,7 @@ def test_images(run: Run, detector: str, label_set: LabelSet, source: ViewSource
     rows = rows[~rows["index"].isin(list(corrected))]
     st.markdown(f"**{len(rows):,}** flagged test images not reviewed yet ({len(corrected):,} reviewed in "
                 f"{label_set.name}). Open one to correct its label: the test set's own files are never changed.")
-    pages = max(1, -(-len(rows) // (4 * PAGE)))
-    number = st.number_input("Page", 1, pages, 1, key="labels_test_page") if pages > 1 else 1
-    shown = rows.iloc[(number - 1) * 4 * PAGE: number * 4 * PAGE]
+    shown = page_of(rows, 4 * PAGE, "labels_test_page")
     gallery([ImageRef("test", int(i)) for i in shown["index"]],
             [f"#{r['index']} {r['label']} → {r['suggested']}" for _, r in shown.iterrows()], source,
             "labels_test_gallery", columns=8)

@@ -162,7 +162,7 @@ weights, config = saved["state_dict"], saved["config"]  # {{layer: tensor}}, the
 print(saved["epoch"], saved["test_acc"], saved["classes"])
 
 # to run it, this repository's model code (on the Python path) rebuilds the network:
-from cifar_app.config import LABEL_FIELDS, RUNTIME_FIELDS, TrainConfig
+from cifar_app.config import TrainConfig
 from cifar_app.data.loader import normalize
 from cifar_app.model.network import build_model
 

@@ -29,7 +29,7 @@ from cifar_app.data.formats import CLASSES
 from cifar_app.data.labels import LabelSetError, LabelStore, parse_spec
 from cifar_app.atomic import atomic_write_json
 from cifar_app.engine.folds import DEFAULT_FOLDS, labels_spec, run_folds
-from cifar_app.engine.launcher import start_process
+from cifar_app.engine.launcher import last_line, start_process
 from cifar_app.store.liveness import process_alive, process_start
 from cifar_app.store.records import load_predictions
 from cifar_app.store.runs import Run, RunStore
@@ -161,9 +161,5 @@ def search_state(run: Run) -> tuple[str, str]:
         launch = json.loads((folder / SEARCH_FILE).read_text())
     except (OSError, ValueError):
         return "", ""
-    try:
-        lines = [line for line in (folder / SEARCH_LOG).read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        lines = []
     alive = process_alive(launch["pid"], launch.get("pid_start"))
-    return ("running" if alive else "ended"), (lines[-1] if lines else "starting")
+    return ("running" if alive else "ended"), last_line(folder / SEARCH_LOG) or "starting"

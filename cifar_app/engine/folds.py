@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from cifar_app.config import RUNTIME_FIELDS, TrainConfig
-from cifar_app.engine.launcher import start_training
+from cifar_app.engine.launcher import last_line, start_training
 from cifar_app.store.live import LOG_FILE
 from cifar_app.store.runs import Run, RunStore
 
@@ -78,7 +77,7 @@ def ensure_run(store: RunStore, config: TrainConfig, say: Callable[[str], None] 
         raise
     run = Run(folder)
     if code != 0 or run.status() != "finished":
-        reason = run.meta().get("reason") or _last_line(folder / LOG_FILE)
+        reason = run.meta().get("reason") or last_line(folder / LOG_FILE) or "no output"
         raise RuntimeError(f"run {folder.name} did not finish ({run.status()}): {reason}")
     return run
 
@@ -95,10 +94,3 @@ def run_folds(store: RunStore, config: TrainConfig, folds: int = DEFAULT_FOLDS, 
     training those not found in `store`, one after the other."""
     return [ensure_run(store, fold_config(config, folds, fold, labels), say) for fold in range(folds)]
 
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1] if lines else "no output"

@@ -30,7 +30,7 @@ from typing import Any
 from cifar_app.config import ConfigError, TrainConfig
 from cifar_app.data.formats import DataNotFound, candidate_paths, data_status
 from cifar_app.device import pick_device
-from cifar_app.engine.launcher import start_training
+from cifar_app.engine.launcher import last_line, start_training
 from cifar_app.events import BatchEvent, EndEvent, EpochEvent, EvalEvent, Event, History, ResumeEvent, StatusEvent
 from cifar_app.engine.memory import check_memory
 from cifar_app.store.lineage import RESUME_RUNTIME_FIELDS, branch_epoch, fork_problems
@@ -364,7 +364,7 @@ class JobManager:
 
     def _silent_end(self, watch: _Watch) -> EndEvent:
         """How a process that ended without its end event (killed, crashed before the loop) ended."""
-        last = _last_line(watch.folder / LOG_FILE)
+        last = last_line(watch.folder / LOG_FILE)
         if (watch.folder / "config.json").is_file():
             run = Run(watch.folder)
             meta = run.meta()
@@ -375,13 +375,3 @@ class JobManager:
                                       "last checkpoint", float(meta.get("seconds") or 0))
         return EndEvent("failed", last.removeprefix("error: ") if last else "the training process ended before "
                                   "the run began", 0.0)
-
-
-def _last_line(path: Path) -> str:
-    """The last line a process printed that says something (an error's message, a traceback's last line)."""
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    errors = [line for line in lines if line.startswith("error: ")]
-    return errors[-1] if errors else (lines[-1] if lines else "")

@@ -82,3 +82,13 @@ def start_training(config: TrainConfig, runs_dir: Path, run_id: str, *, resume: 
     atomic_write_json(folder / LAUNCH_FILE, launch)
     return process, launch
 
+
+def last_line(path: Path) -> str:
+    """The last line a process printed that says something (an error's message, a traceback's last line)."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else (lines[-1] if lines else "")
+

@@ -207,9 +207,11 @@ def recent_pace(store: RunStore, config: TrainConfig, device: torch.device,
     host, wanted = host or socket.gethostname(), SpeedCache.key(config, device)
     for run in store.runs():  # newest first
         try:
-            meta, done, record = run.meta(), run.config(), run.config_record()
-            if (meta.get("status") != "finished" or meta.get("host") != host or done.time_budget
-                    or SpeedCache.key(done, torch.device(record["device_type"])) != wanted):
+            meta = run.meta()  # the cheap checks first: most runs in a long list fail them
+            if meta.get("status") != "finished" or meta.get("host") != host:
+                continue
+            done, record = run.config(), run.config_record()
+            if done.time_budget or SpeedCache.key(done, torch.device(record["device_type"])) != wanted:
                 continue
             evaluated = (record["val_images"] + CIFAR10_TEST_IMAGES / done.eval_every) * (2 if done.tta_flip else 1)
             work = (record["train_images"] + evaluated * EVAL_COST) * meta["epochs_done"]
